@@ -27,6 +27,8 @@ pub struct Capabilities {
     pub max_publish_delay: Option<Duration>,
     /// Longest delay a nack may ask for.
     pub max_nack_delay: Duration,
+    /// Shortest lease the backend accepts (Pub/Sub: 10 s).
+    pub min_lease: Duration,
     /// Longest single lease; `None` if leases cannot be extended.
     pub max_lease: Option<Duration>,
     /// The backend delays messages itself rather than through wharf's retry machinery.
@@ -144,11 +146,12 @@ impl Capabilities {
             return Err(Error::unsupported(self.backend, "lease extension"));
         };
 
-        if lease.is_zero() || lease > limit {
+        if lease.is_zero() || lease < self.min_lease || lease > limit {
             return Err(Error::invalid(format!(
-                "lease of {} is outside the {} backend's range of 1s to {}",
+                "lease of {} is outside the {} backend's range of {} to {}",
                 human(lease),
                 self.backend,
+                human(self.min_lease.max(Duration::from_millis(1))),
                 human(limit)
             )));
         }
@@ -179,6 +182,7 @@ mod tests {
             max_attributes: Some(1),
             max_publish_delay: None,
             max_nack_delay: Duration::from_secs(60),
+            min_lease: Duration::from_secs(10),
             max_lease: Some(Duration::from_secs(600)),
             native_delay: false,
             native_dead_letter: false,
@@ -232,6 +236,7 @@ mod tests {
 
         assert!(caps.check_nack_delay(Duration::from_secs(61)).is_err());
         assert!(caps.check_lease(Duration::ZERO).is_err());
+        assert!(caps.check_lease(Duration::from_secs(9)).is_err());
         assert!(caps.check_lease(Duration::from_secs(601)).is_err());
         assert!(caps.check_lease(Duration::from_secs(30)).is_ok());
     }

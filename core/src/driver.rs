@@ -159,6 +159,7 @@ pub struct SubscriptionSpec {
     /// The subscription's own name. Backends without fan-out use the topic's name.
     pub name: String,
     /// How long a delivery stays hidden from other consumers before it is redelivered.
+    /// Must lie within the backend's [`Capabilities::min_lease`] and `max_lease`.
     pub lease: Duration,
     /// After this many deliveries the backend dead-letters the message by itself, as a
     /// safety net for messages that crash the consumer. `None`: never.
