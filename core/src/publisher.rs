@@ -41,6 +41,12 @@ impl Publisher {
         Self { driver }
     }
 
+    /// The adapter's driver behind this publisher, for wrappers such as fault injection
+    /// that decorate a backend without knowing its concrete type.
+    pub fn driver(&self) -> &Arc<dyn TopicDriver> {
+        &self.driver
+    }
+
     /// The topic this publisher sends to.
     pub fn topic(&self) -> &str {
         self.driver.topic()

@@ -47,6 +47,12 @@ impl Subscriber {
         Self { driver }
     }
 
+    /// The adapter's driver behind this subscriber, for wrappers such as fault injection
+    /// that decorate a backend without knowing its concrete type.
+    pub fn driver(&self) -> &Arc<dyn SubscriptionDriver> {
+        &self.driver
+    }
+
     /// The subscription this subscriber reads.
     pub fn subscription(&self) -> &str {
         self.driver.subscription()
