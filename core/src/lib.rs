@@ -29,6 +29,7 @@ pub mod error;
 pub mod handler;
 pub mod message;
 pub mod publisher;
+pub mod reply;
 pub mod retry;
 pub mod subscriber;
 pub mod worker;
