@@ -1,0 +1,209 @@
+//! Apache Kafka backend for wharf, through [`rdkafka`] (librdkafka).
+//!
+//! [`KafkaBackend`] implements [`wharf_core::Backend`]: a wharf topic is a Kafka topic,
+//! a subscription is a consumer group of its own (so every subscription of a topic gets
+//! every message), and the things Kafka lacks, per-message acks, delayed redelivery and
+//! dead-lettering, are built from offsets and extra topics as described below.
+//!
+//! ```no_run
+//! # async fn example() -> wharf_core::Result<()> {
+//! use wharf_core::{Backend, Message, SubscriptionSpec};
+//! use wharf_kafka::{KafkaBackend, KafkaConfig};
+//!
+//! let kafka = KafkaBackend::connect(KafkaConfig::from_env()).await?;
+//! kafka.create_topic("orders").await?;
+//! kafka.create_subscription(&SubscriptionSpec::new("orders", "billing")).await?;
+//!
+//! let publisher = kafka.publisher("orders").await?;
+//! publisher.publish(Message::new("order 42").with_ordering_key("customer-7")).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Delivery semantics
+//!
+//! At least once. `publish` returns once the broker confirmed the record with
+//! `acks=all` from an idempotent producer, so librdkafka's internal retries neither
+//! duplicate nor reorder it. Records of one `publish_batch` are all enqueued before any
+//! confirmation is awaited, so `linger.ms` (5 ms) packs many into each request.
+//!
+//! On the consuming side each subscriber runs a poll thread that reads the group's
+//! partitions into a buffer that `receive` drains. An ack marks the record's offset
+//! settled; every `commit_interval` (500 ms) wharf commits, per partition, the lowest
+//! offset not yet settled. Acks may come in any order, and a commit never passes an
+//! unsettled record, so a consumer that stops (or crashes) loses nothing: the next owner
+//! of the partition starts at that offset, and records settled after it are delivered
+//! again. On a rebalance the revoked partitions' settled offsets are committed at once,
+//! their buffered records are dropped for the new owner to read, and settling a record
+//! from a revoked partition fails with `LeaseExpired` instead of moving the new owner's
+//! offsets. Closing a subscriber commits what was settled and leaves the group.
+//!
+//! The ordering key is the Kafka record key, so records with one key share a partition
+//! and arrive in order on their first delivery; a nacked record comes back later through
+//! the retry topic, after records behind it.
+//!
+//! Long handlers are safe: the poll thread keeps calling poll whatever handlers do, so
+//! `max.poll.interval.ms` (librdkafka's default of 5 minutes) is never exceeded and the
+//! consumer stays in its group. When `receive` falls `receive_buffer` deliveries behind,
+//! the thread pauses the partitions rather than stop polling. Kafka has no per-message
+//! lease: a record stays with its consumer for as long as its partition is assigned, so
+//! `lease_expiry` is false and [`extend_lease`](wharf_core::Delivery::extend_lease)
+//! returns `Unsupported`; the worker's keep-alive skips it. The subscription's `lease`
+//! setting has no Kafka counterpart and is not used.
+//!
+//! A newly created subscription starts at the end of its topic: it receives what is
+//! published after `create_subscription`, as on the other backends, not the topic's
+//! history. A consumer group's first join takes about half of `session.timeout.ms`
+//! (6 s here, the broker's minimum), so the first delivery of a fresh subscriber takes a
+//! few seconds.
+//!
+//! Broker restarts: librdkafka reconnects by itself. Publishes issued meanwhile wait for
+//! the broker (up to `message.timeout.ms`, 5 minutes by default) and confirmed ones are
+//! kept; receive returns nothing until the broker is back; commits that fail are sent
+//! again.
+//!
+//! # Limits
+//!
+//! - A message may be [`MAX_MESSAGE_BYTES`] (1,000,000) counting payload, attribute keys
+//!   and values, and the key; larger ones fail with `PayloadTooLarge` naming both sizes
+//!   before anything is sent. The broker's default `message.max.bytes` is 1,048,588 for a
+//!   whole record batch; the rest is left for header framing and batch overhead. A
+//!   cluster with a higher limit still gets at most this from wharf.
+//! - No delayed publish (`max_publish_delay` is `None`): Kafka has no such thing.
+//! - Nack delays up to [`MAX_NACK_DELAY`] (one day). A retried record holds back the
+//!   committed offset of its retry partition until it is settled, so after a restart the
+//!   retries settled behind a long delay are delivered again.
+//! - No deduplication ids (the idempotent producer only removes its own retries).
+//! - Topic and subscription names follow Kafka's topic rules: ASCII letters, digits, `.`,
+//!   `_`, `-`, at most 249 characters including the `-retry` / `-dlq` suffixes.
+//!
+//! # Nack / delay / dead-letter mapping
+//!
+//! `create_subscription` creates, next to the topic, `<subscription>-retry` and the
+//! dead-letter topic (`<subscription>-dlq` unless named), each with the configured number
+//! of partitions (3 by default), and stores the subscription's topic in the compacted
+//! registry topic `wharf-subscriptions`.
+//!
+//! - **nack(delay)** publishes the record to `<subscription>-retry` with its key, payload
+//!   and headers plus bookkeeping headers `wharf-attempt` (the next attempt number),
+//!   `wharf-not-before` (milliseconds since the epoch), `wharf-failed-first`,
+//!   `wharf-published-at` and `wharf-origin` (the delivery id, unchanged across
+//!   attempts), and settles the original once that record is confirmed. The group reads
+//!   the retry topic along with the main topic; a retried record that is not yet due
+//!   waits in memory (the retry partitions are paused beyond 10,000 waiting), so neither
+//!   the main topic nor other partitions wait for it, and it comes back in the same
+//!   process. Bookkeeping headers are removed from the attributes handlers see.
+//! - **dead_letter** publishes the record with its original key, payload and headers
+//!   plus the wharf envelope headers (`wharf-dead-letter-reason`, `wharf-attempts`, ...)
+//!   to the dead-letter topic, then settles it.
+//! - The dead-letter subscriber is the consumer group `<dead-letter topic>` on that
+//!   topic; nacking there re-appends the record to the dead-letter topic with a
+//!   not-before time, and dead-lettering there is `Unsupported`.
+//! - Kafka keeps no delivery count, so `max_delivery_attempts` is stored but not
+//!   enforced by the broker (`native_dead_letter` is false); the worker's retry policy
+//!   dead-letters by attempt. A record redelivered after a consumer crash keeps its
+//!   attempt number.
+//!
+//! # Configuration and credentials
+//!
+//! [`KafkaConfig`] takes the bootstrap brokers (`WHARF_KAFKA_BROKERS`, default
+//! `127.0.0.1:9092`) and passes librdkafka properties through untouched: TLS
+//! (`security.protocol=SSL`, `ssl.ca.location`, ...) and SASL PLAIN, SCRAM and
+//! OAUTHBEARER (`sasl.mechanism`, `sasl.username`, `sasl.password`). Kerberos (GSSAPI)
+//! needs rdkafka's `gssapi` feature, which this build does not turn on. The properties
+//! that carry wharf's guarantees (`group.id`, `enable.auto.commit`,
+//! `enable.auto.offset.store`, `enable.idempotence`, `acks`) are refused with a `Config`
+//! error. `Debug` of the configuration hides values of keys that hold secrets, and
+//! configuration errors name the key but never the value.
+//!
+//! librdkafka is compiled from the source bundled with `rdkafka-sys` (the `cmake-build`
+//! feature, needing `cmake`, the curl, OpenSSL and zlib headers at build time) rather
+//! than linked from Debian's `librdkafka-dev`: Debian 12 ships librdkafka 2.0, older
+//! than the 2.12 that rdkafka 0.39 is written and tested against, and a bundled build
+//! behaves the same on every machine whatever its distribution ships.
+//!
+//! # Reaching the native client
+//!
+//! [`KafkaBackend::producer`] and [`KafkaBackend::admin`] return the rdkafka producer
+//! and admin client; [`KafkaTopic::native`] the producer behind a publisher. Messages
+//! are ordinary Kafka records (payload bytes unchanged, attributes as UTF-8 headers, the
+//! ordering key as the record key), so any Kafka client reads what wharf publishes, and
+//! wharf reads what they publish: non-UTF-8 header values are replaced (with a warning),
+//! and a repeated header keeps its last value.
+//!
+//! # Error mapping
+//!
+//! All in one place (`error.rs`): unknown topics or groups → `NotFound`; topic exists →
+//! `AlreadyExists`; authorisation, SASL and TLS failures → `PermissionDenied`; record
+//! too large → `PayloadTooLarge`; timeouts → `Timeout`; a full local queue or a broker
+//! quota → `Throttled`; unreachable brokers, missing leaders and coordinator moves →
+//! `Unavailable`; invalid topic settings → `InvalidArgument`; bad properties → `Config`;
+//! anything else → `Internal`. The rdkafka error stays reachable as `source()`.
+
+mod admin;
+mod backend;
+mod config;
+mod error;
+mod headers;
+mod offsets;
+mod poller;
+mod producer;
+mod registry;
+mod state;
+mod subscription;
+
+use std::time::Duration;
+
+use wharf_core::Capabilities;
+
+pub use backend::KafkaBackend;
+pub use config::{
+    BROKERS_ENV, DEFAULT_BROKERS, DEFAULT_COMMIT_INTERVAL, DEFAULT_OPERATION_TIMEOUT,
+    DEFAULT_PARTITIONS, DEFAULT_RECEIVE_BUFFER, DEFAULT_REGISTRY_TOPIC, DEFAULT_SESSION_TIMEOUT,
+    KafkaConfig,
+};
+pub use producer::{KafkaTopic, LogContext};
+pub use rdkafka;
+pub use subscription::KafkaSubscription;
+
+/// The backend's name in errors and logs.
+pub const BACKEND: &str = "kafka";
+
+/// Largest message: the broker's default `message.max.bytes` (1,048,588, Kafka's
+/// `server.properties` reference) less room for header framing and batch overhead.
+pub const MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// Most messages per send: wharf's bound, well under librdkafka's local queue of 100,000
+/// (`queue.buffering.max.messages`).
+pub const MAX_BATCH_MESSAGES: usize = 10_000;
+
+/// Most bytes per send: wharf's bound, well under librdkafka's 1 GiB local queue
+/// (`queue.buffering.max.kbytes`).
+pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Longest nack delay: wharf's bound, so retried records wait in memory for at most a
+/// day and the retry topic's 7-day retention ([`RETRY_RETENTION`]) always covers them.
+pub const MAX_NACK_DELAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Retention of retry topics: wharf's choice, well beyond the longest nack delay.
+pub const RETRY_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// What the Kafka backend offers.
+pub fn capabilities() -> Capabilities {
+    Capabilities {
+        backend: BACKEND,
+        max_message_bytes: MAX_MESSAGE_BYTES,
+        max_batch_messages: MAX_BATCH_MESSAGES,
+        max_batch_bytes: MAX_BATCH_BYTES,
+        max_attributes: None,
+        max_publish_delay: None,
+        max_nack_delay: MAX_NACK_DELAY,
+        min_lease: Duration::ZERO,
+        max_lease: None,
+        native_delay: false,
+        native_dead_letter: false,
+        ordering: true,
+        fan_out: true,
+        deduplication: false,
+        lease_expiry: false,
+    }
+}
