@@ -8,3 +8,7 @@ pub use wharf_core::*;
 /// The in-memory backend.
 #[cfg(feature = "memory")]
 pub use wharf_memory as memory;
+
+/// The Amazon SQS backend, through aws-sdk-sqs.
+#[cfg(feature = "sqs")]
+pub use wharf_sqs as sqs;

@@ -1,0 +1,155 @@
+//! The wharf contract on Amazon SQS, through the official `aws-sdk-sqs`.
+//!
+//! [`SqsBackend`] implements [`wharf_core::Backend`]; applications use the
+//! [`Publisher`](wharf_core::Publisher), [`Subscriber`](wharf_core::Subscriber) and
+//! [`Worker`](wharf_core::Worker) it opens, exactly as on any other backend. The same
+//! code runs against AWS and against LocalStack; only the [`SqsConfig`] differs.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use wharf_core::{Backend, Message, SubscriptionSpec};
+//! use wharf_sqs::{SqsBackend, SqsConfig};
+//!
+//! let config = SqsConfig::new()
+//!     .endpoint("http://127.0.0.1:4566")
+//!     .region("us-east-1")
+//!     .static_credentials("test", "test");
+//! let backend = SqsBackend::connect(&config).await;
+//!
+//! backend.create_topic("orders").await?;
+//! let spec = SubscriptionSpec::new("orders", "orders").max_delivery_attempts(5);
+//! backend.create_subscription(&spec).await?;
+//!
+//! backend.publisher("orders").await?.publish(Message::new("order #1")).await?;
+//! let subscriber = backend.subscriber("orders").await?;
+//! if let Some(delivery) = subscriber.receive_one(Duration::from_secs(5)).await? {
+//!     delivery.ack().await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Delivery semantics
+//!
+//! At least once. A topic and its subscription are one queue (SQS has no fan-out
+//! without SNS): a subscription must carry its topic's name, or creating it is
+//! [`Unsupported`](wharf_core::ErrorKind::Unsupported). A received message is hidden
+//! for the lease (the queue's visibility timeout, set from
+//! [`SubscriptionSpec::lease`](wharf_core::SubscriptionSpec::lease)) and comes back
+//! when the lease runs out unsettled. The attempt number is SQS's
+//! `ApproximateReceiveCount`; the publish time is its `SentTimestamp`. Standard queues
+//! may deliver out of order and, rarely, twice. Queues whose name ends in `.fifo` are
+//! FIFO queues: the ordering key is the message group id, so messages with one key
+//! arrive in order; messages without a key get a group of their own and are not
+//! ordered. A message's deduplication id is sent as SQS's; without one, a queue with
+//! content-based deduplication derives it, and otherwise wharf makes a unique one so
+//! equal messages are all delivered.
+//!
+//! Payloads are any bytes. UTF-8 text made of XML characters (what SQS accepts in a
+//! body) is the body as is; anything else, and an empty payload, is sent base64 encoded
+//! and decoded on receive. Attributes are native `String` message attributes. What SQS
+//! cannot carry natively (an empty value, a name it refuses, the dead-letter envelope)
+//! travels in one attribute named `wharf` holding JSON, removed again on receive, so
+//! other SQS clients read wharf's plain messages unchanged and wharf reads theirs
+//! (`Number` attributes as their text, `Binary` ones as base64).
+//!
+//! # Limits
+//!
+//! Each is a named constant in [`limits`].
+//!
+//! - Message size: 256 KiB less 256 bytes, SQS's quota less room for wharf's attribute
+//!   and the data type names SQS counts per attribute.
+//! - Binary payloads: about 192 KiB, as base64 adds a third; a larger one is
+//!   `PayloadTooLarge` before anything is sent.
+//! - Attributes: 9 of SQS's 10; one is kept for wharf's bookkeeping.
+//! - Batch: 10 messages and 256 KiB a `SendMessageBatch`; larger batches are split.
+//! - Publish delay: 15 minutes (`DelaySeconds`), standard queues only. Longer delays are
+//!   `InvalidArgument`; wharf does not chain delays.
+//! - Nack delay and lease: up to 12 hours (the visibility timeout), also 12 hours in
+//!   total from one receive.
+//! - Receive: 10 messages a call, long polls of up to 20 s, repeated until the caller's
+//!   timeout.
+//! - Delivery limit: 1 to 1000 (`maxReceiveCount` of the redrive policy).
+//!
+//! Durations are rounded up to whole seconds, so nothing is delivered early. SQS keeps
+//! no first-failure time, so [`Received::first_failure`](wharf_core::Received::first_failure)
+//! is always `None`.
+//!
+//! # Nack / delay / dead-letter mapping
+//!
+//! - ack: `DeleteMessage`, or `DeleteMessageBatch` for several acks at once.
+//! - nack with a delay: `ChangeMessageVisibility` to the delay; the message returns
+//!   then with its receive count one higher.
+//! - lease extension: `ChangeMessageVisibility` to the new lease.
+//! - delayed publish: `DelaySeconds`. FIFO queues have no per-message delay, so a delay
+//!   there is `Unsupported`.
+//! - dead-letter: `create_subscription` creates the dead-letter queue
+//!   (`<name>-dlq`, or `<base>-dlq.fifo` for a FIFO queue, kept 14 days) and, when the
+//!   spec sets `max_delivery_attempts`, a redrive policy with that `maxReceiveCount`, so
+//!   SQS moves a message that keeps failing by itself. An explicit `dead_letter` sends
+//!   the message with its failure envelope to that queue, then deletes the original; if
+//!   the delete fails the original comes back and may be dead-lettered twice. The
+//!   dead-letter queue of a queue wharf did not create is its redrive target.
+//! - settling after the lease ran out is `LeaseExpired`. SQS does not reliably say so
+//!   (AWS accepts a delete with an outdated receipt handle without deleting), so wharf
+//!   tracks each lease's end itself, measured from before the receive was sent, and
+//!   maps SQS's `ReceiptHandleIsInvalid` and `MessageNotInflight` the same way.
+//!
+//! # Configuration and credentials
+//!
+//! [`SqsConfig`] sets an endpoint, a region and, for emulators, static credentials;
+//! everything unset comes from the standard AWS chain (environment, shared files, SSO,
+//! web identity, container and instance metadata). [`SqsConfig::from_url`] reads
+//! `sqs://` URLs. Credentials are never logged, and `Debug` of the configuration hides
+//! the secret key. The SDK's own retry policy (standard mode, three attempts) handles
+//! transient failures of whole calls; wharf adds none on top. The one retry wharf makes
+//! is of single `SendMessageBatch` entries SQS failed on its side, which the SDK never
+//! retries, twice at most.
+//!
+//! # Reaching the native client
+//!
+//! [`SqsBackend::client`] returns the `aws_sdk_sqs::Client`, and
+//! [`SqsBackend::from_client`] builds a backend on one you configured yourself.
+//! [`SqsBackend::queue_url`] gives a queue's URL; [`SqsBackend::topic`] and
+//! [`SqsBackend::subscription`] return the drivers with their queue URLs.
+//!
+//! # Error mapping
+//!
+//! Mapped in one place, from SQS's error codes (in either spelling, such as
+//! `QueueDoesNotExist` and `AWS.SimpleQueueService.NonExistentQueue`):
+//!
+//! - `NotFound`: `QueueDoesNotExist`.
+//! - `AlreadyExists`: `QueueAlreadyExists`.
+//! - `PermissionDenied`: `AccessDenied`, `InvalidClientTokenId`, `SignatureDoesNotMatch`,
+//!   `ExpiredToken`, KMS access errors, HTTP 401 and 403.
+//! - `Throttled`: `ThrottlingException`, `RequestThrottled`, `OverLimit`, HTTP 429.
+//! - `Unavailable`: `ServiceUnavailable`, `InternalError`, `QueueDeletedRecently`,
+//!   HTTP 5xx, connection failures.
+//! - `Timeout`: the SDK's timeouts.
+//! - `LeaseExpired`: `ReceiptHandleIsInvalid`, `MessageNotInflight`, and an invalid
+//!   receipt handle in a settlement.
+//! - `InvalidArgument`: `InvalidParameterValue`, `InvalidAttributeName`,
+//!   `InvalidMessageContents` and the other malformed-request codes.
+//! - `PayloadTooLarge`: `BatchRequestTooLong`, `MessageTooLong`.
+//! - `LimitExceeded`: `TooManyEntriesInBatchRequest`.
+//!
+//! The SDK's error is kept as the [`source`](std::error::Error::source) of every wharf
+//! error.
+
+mod backend;
+mod config;
+mod error;
+pub mod limits;
+mod queue;
+mod subscription;
+mod topic;
+mod wire;
+
+pub use backend::SqsBackend;
+pub use config::{SqsConfig, StaticCredentials};
+pub use subscription::SqsSubscription;
+pub use topic::SqsTopic;
+pub use wire::BOOKKEEPING;
+
+/// The SDK this adapter is built on, for callers who need its types.
+pub use aws_sdk_sqs;
