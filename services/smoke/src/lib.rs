@@ -86,9 +86,19 @@ impl Service {
             "is {name} up at {address}? Run `scripts/services up {name}` \
              (then `scripts/services logs {name}`), or set {var} to your own broker",
             name = self.harness_name(),
-            address = self.address(),
+            address = redact_credentials(&self.address()),
             var = self.env_var(),
         )
+    }
+}
+
+/// The address without a `user:password@` part, fit for a failure message.
+fn redact_credentials(address: &str) -> String {
+    match (address.find("://"), address.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***{}", &address[..scheme_end + 3], &address[at..])
+        }
+        _ => address.to_owned(),
     }
 }
 
@@ -118,5 +128,22 @@ where
             "{what} timed out after {STEP_TIMEOUT:?}\n{}",
             service.hint()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_credentials;
+
+    #[test]
+    fn failure_messages_hide_credentials_in_urls() {
+        let redacted = redact_credentials("amqp://user:secret@127.0.0.1:5672/%2f");
+
+        assert_eq!(redacted, "amqp://***@127.0.0.1:5672/%2f");
+    }
+
+    #[test]
+    fn addresses_without_credentials_are_unchanged() {
+        assert_eq!(redact_credentials("127.0.0.1:9092"), "127.0.0.1:9092");
     }
 }
