@@ -12,3 +12,7 @@ pub use wharf_memory as memory;
 /// The Amazon SQS backend, through aws-sdk-sqs.
 #[cfg(feature = "sqs")]
 pub use wharf_sqs as sqs;
+
+/// The Google Cloud Pub/Sub backend, through google-cloud-pubsub.
+#[cfg(feature = "pubsub")]
+pub use wharf_pubsub as pubsub;
