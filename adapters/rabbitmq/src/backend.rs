@@ -1,0 +1,286 @@
+//! [`RabbitMq`]: wharf's [`Backend`] on one RabbitMQ virtual host.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use lapin::{Channel, Connection};
+use wharf_core::{Backend, Capabilities, Error, Publisher, Result, Subscriber, SubscriptionSpec};
+
+use crate::config::{QueueType, RabbitMqConfig};
+use crate::limits::capabilities;
+use crate::link::Link;
+use crate::publish::RabbitMqPublisher;
+use crate::subscribe::{RabbitMqSubscriber, Source};
+use crate::topology::{self, check_name};
+
+/// The RabbitMQ backend: one shared connection, re-established after failures, on
+/// which every publisher, subscriber and topology call opens its own channel.
+///
+/// Cheap to clone; clones share the connection.
+///
+/// ```no_run
+/// # async fn example() -> wharf_core::Result<()> {
+/// use wharf_core::{Backend, Message, SubscriptionSpec};
+/// use wharf_rabbitmq::RabbitMq;
+///
+/// let backend = RabbitMq::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
+/// backend.create_topic("orders").await?;
+/// backend.create_subscription(&SubscriptionSpec::new("orders", "billing")).await?;
+/// let publisher = backend.publisher("orders").await?;
+/// publisher.publish(Message::new("order #1")).await.map_err(|e| e.error)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RabbitMq {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    link: Arc<Link>,
+    caps: Capabilities,
+    /// Dead-letter queue names given in specs this process created, by subscription.
+    dead_letter_names: Mutex<HashMap<String, String>>,
+}
+
+impl RabbitMq {
+    /// Connects to the broker at `url` with the default configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`Config`](wharf_core::ErrorKind::Config) for a malformed URL;
+    /// [`Unavailable`](wharf_core::ErrorKind::Unavailable) or
+    /// [`PermissionDenied`](wharf_core::ErrorKind::PermissionDenied) if the broker cannot
+    /// be reached or refuses the credentials.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::with_config(RabbitMqConfig::new(url)).await
+    }
+
+    /// Connects with `config`, failing fast if the broker cannot be reached now.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), and [`Config`](wharf_core::ErrorKind::Config) for
+    /// a setting out of range.
+    pub async fn with_config(config: RabbitMqConfig) -> Result<Self> {
+        config.validate()?;
+        let caps = capabilities(config.queue_type);
+        let link = Arc::new(Link::new(config));
+
+        link.connection().await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                link,
+                caps,
+                dead_letter_names: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The configuration this backend runs with.
+    pub fn config(&self) -> &RabbitMqConfig {
+        self.inner.link.config()
+    }
+
+    /// The underlying lapin connection, reconnecting first if it died, for what wharf
+    /// does not cover (exchange-to-exchange bindings, policies, streams).
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`](wharf_core::ErrorKind::Unavailable) while the broker is
+    /// unreachable.
+    pub async fn connection(&self) -> Result<Arc<Connection>> {
+        self.inner.link.connection().await
+    }
+
+    /// A new lapin channel on the shared connection; closing it is up to the caller.
+    ///
+    /// # Errors
+    ///
+    /// As [`connection`](Self::connection).
+    pub async fn channel(&self) -> Result<Channel> {
+        self.inner.link.channel().await
+    }
+
+    /// Closes the shared connection. Publishers and subscribers opened from this
+    /// backend fail with [`Closed`](wharf_core::ErrorKind::Closed) afterwards.
+    ///
+    /// # Errors
+    ///
+    /// The broker's error if the connection could not be closed cleanly.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.link.close().await
+    }
+
+    fn queue_type(&self) -> QueueType {
+        self.config().queue_type
+    }
+
+    fn dead_letter_queue(&self, subscription: &str) -> String {
+        let names = self.names();
+        names
+            .get(subscription)
+            .cloned()
+            .unwrap_or_else(|| SubscriptionSpec::new("", subscription).dead_letter_name())
+    }
+
+    fn names(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.inner
+            .dead_letter_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_spec(&self, spec: &SubscriptionSpec) -> Result<()> {
+        check_name("topic", &spec.topic)?;
+        check_name("subscription", &spec.name)?;
+        check_name("dead-letter queue", &spec.dead_letter_name())?;
+
+        if spec.max_delivery_attempts == Some(0) {
+            return Err(Error::invalid(
+                "max_delivery_attempts is 0; it must be at least 1",
+            ));
+        }
+        if spec.max_delivery_attempts.is_some() && self.queue_type() == QueueType::Classic {
+            return Err(Error::unsupported(
+                "rabbitmq",
+                "delivery limits on classic queues (use quorum queues)",
+            ));
+        }
+        if spec.ordered {
+            return Err(Error::unsupported("rabbitmq", "ordered subscriptions"));
+        }
+        Ok(())
+    }
+
+    fn source(&self, queue: String, dead_letter_exchange: Option<String>) -> Source {
+        Source {
+            queue,
+            dead_letter_exchange,
+            counted: self.queue_type() == QueueType::Quorum,
+        }
+    }
+
+    fn subscriber_on(&self, source: Source) -> Subscriber {
+        let driver =
+            RabbitMqSubscriber::start(source, self.inner.caps.clone(), self.inner.link.clone());
+        Subscriber::new(driver)
+    }
+}
+
+/// Closes a channel used for one topology call. A channel a failed call already closed
+/// has nothing left to release.
+async fn done(channel: Channel) {
+    let _ = channel.close(200, "done".into()).await;
+}
+
+#[async_trait]
+impl Backend for RabbitMq {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.caps.clone()
+    }
+
+    async fn create_topic(&self, topic: &str) -> Result<()> {
+        check_name("topic", topic)?;
+        let channel = self.channel().await?;
+
+        let declared = topology::declare_topic(&channel, topic, self.config().topic_kind).await;
+        done(channel).await;
+        declared
+    }
+
+    async fn create_subscription(&self, spec: &SubscriptionSpec) -> Result<()> {
+        self.check_spec(spec)?;
+        let channel = self.channel().await?;
+
+        let declared = async {
+            topology::check_topic(&channel, &spec.topic).await?;
+            let config = self.config();
+            topology::declare_subscription(&channel, spec, config.queue_type, config.topic_kind)
+                .await
+        }
+        .await;
+        done(channel).await;
+
+        declared?;
+        self.names()
+            .insert(spec.name.clone(), spec.dead_letter_name());
+        Ok(())
+    }
+
+    async fn publisher(&self, topic: &str) -> Result<Publisher> {
+        check_name("topic", topic)?;
+        let channel = self.channel().await?;
+
+        let found = topology::check_topic(&channel, topic).await;
+        done(channel).await;
+        found?;
+
+        let driver = RabbitMqPublisher::new(
+            topic.to_owned(),
+            self.inner.caps.clone(),
+            self.inner.link.clone(),
+        );
+        Ok(Publisher::new(driver))
+    }
+
+    async fn subscriber(&self, subscription: &str) -> Result<Subscriber> {
+        check_name("subscription", subscription)?;
+        let channel = self.channel().await?;
+
+        let found = topology::check_queue(&channel, subscription).await;
+        done(channel).await;
+        found?;
+
+        let dlx = topology::dead_letter_exchange(subscription);
+        Ok(self.subscriber_on(self.source(subscription.to_owned(), Some(dlx))))
+    }
+
+    async fn dead_letter_subscriber(&self, subscription: &str) -> Result<Subscriber> {
+        check_name("subscription", subscription)?;
+        let queue = self.dead_letter_queue(subscription);
+        let channel = self.channel().await?;
+
+        let found = topology::check_queue(&channel, &queue).await;
+        done(channel).await;
+        found?;
+
+        Ok(self.subscriber_on(self.source(queue, None)))
+    }
+
+    async fn delete_subscription(&self, subscription: &str) -> Result<()> {
+        check_name("subscription", subscription)?;
+        let dead_letters = self.dead_letter_queue(subscription);
+        let channel = self.channel().await?;
+
+        let deleted = async {
+            topology::delete_queue(&channel, subscription).await?;
+            topology::delete_queue(&channel, &dead_letters).await?;
+            topology::delete_exchange(&channel, &topology::dead_letter_exchange(subscription)).await
+        }
+        .await;
+        done(channel).await;
+
+        deleted?;
+        self.names().remove(subscription);
+        Ok(())
+    }
+
+    async fn delete_topic(&self, topic: &str) -> Result<()> {
+        check_name("topic", topic)?;
+        let channel = self.channel().await?;
+
+        let deleted = topology::delete_exchange(&channel, topic).await;
+        done(channel).await;
+        deleted
+    }
+}
+
+impl fmt::Debug for RabbitMq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RabbitMq")
+            .field("config", self.config())
+            .finish_non_exhaustive()
+    }
+}

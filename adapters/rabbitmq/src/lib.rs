@@ -1,0 +1,151 @@
+//! The RabbitMQ backend for wharf, through [lapin](https://docs.rs/lapin).
+//!
+//! [`RabbitMq`] implements [`wharf_core::Backend`]: topics are exchanges, subscriptions
+//! are durable queues bound to them, and everything a RabbitMQ user expects is on by
+//! default: publisher confirms, persistent messages, quorum queues, manual acks with a
+//! prefetch, dead-letter exchanges. Delays need no plugin.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use wharf_core::{Backend, Message, SubscriptionSpec};
+//! use wharf_rabbitmq::{RabbitMq, RabbitMqConfig};
+//!
+//! let config = RabbitMqConfig::from_env().prefetch(8);
+//! let backend = RabbitMq::with_config(config).await?;
+//! backend.create_topic("orders").await?;
+//! let spec = SubscriptionSpec::new("orders", "billing").max_delivery_attempts(5);
+//! backend.create_subscription(&spec).await?;
+//!
+//! backend.publisher("orders").await?.publish(Message::new("order #1")).await?;
+//! let subscriber = backend.subscriber("billing").await?;
+//! if let Some(delivery) = subscriber.receive_one(Duration::from_secs(5)).await? {
+//!     delivery.ack().await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Delivery semantics
+//!
+//! At least once. A publish returns only after the broker's publisher confirm, which
+//! for a persistent message on a quorum queue means a majority of nodes wrote it to
+//! disk. Publishes are pipelined: a batch is written back to back and its confirms are
+//! awaited together. A message that reaches no queue is returned by the broker
+//! (`mandatory`) and the publish fails with [`NotFound`](wharf_core::ErrorKind::NotFound),
+//! handing the message back; a broker nack fails with
+//! [`Unavailable`](wharf_core::ErrorKind::Unavailable).
+//!
+//! Each subscriber runs one consumer with manual acks and `basic.qos` set to
+//! [`RabbitMqConfig::prefetch`], which should equal the worker's concurrency so the
+//! broker never pushes more than can be processed. Deliveries wait in a buffer of that
+//! size until `receive` takes them.
+//!
+//! The attempt number is `x-delivery-count + 1` on quorum queues, where the broker
+//! counts every return (nack, consumer crash, disconnect), so it survives consumer
+//! restarts. Retries that are republished (delayed nacks, and every nack on a classic
+//! queue) carry the attempts so far in the `wharf-prior-attempts` header, which is
+//! added on top. Classic queues have no counter: a redelivery there counts one
+//! earlier attempt, however many there were.
+//!
+//! When the connection drops, in-flight publishes fail with a retryable
+//! [`Unavailable`](wharf_core::ErrorKind::Unavailable) error (never reported as sent
+//! unless confirmed), deliveries not yet acked return to the queue, and their later
+//! settlement fails with [`LeaseExpired`](wharf_core::ErrorKind::LeaseExpired). The next
+//! call reconnects, with a doubling pause between failed attempts
+//! ([`RabbitMqConfig::reconnect_backoff`]); consumers reconnect by themselves and log
+//! at `warn` while degraded. A receive returns within its wait, and once its buffer is
+//! empty reports the fault instead of hanging on a dead channel.
+//!
+//! **Leases.** RabbitMQ holds an unacked delivery for its consumer until it is settled
+//! or the consumer's channel closes; there is no visibility timeout to extend. So
+//! [`Capabilities::lease_expiry`](wharf_core::Capabilities::lease_expiry) is `false`,
+//! `max_lease` is `None` and `extend_lease` is
+//! [`Unsupported`](wharf_core::ErrorKind::Unsupported); a worker's handler may run as
+//! long as it needs. The one bound is the broker's `consumer_timeout` (30 minutes by
+//! default since 3.8.15): a delivery unacked for longer makes the broker close the
+//! channel, the delivery is redelivered, and settling it then fails with
+//! [`LeaseExpired`](wharf_core::ErrorKind::LeaseExpired). Raise it in `rabbitmq.conf`
+//! for longer handlers. [`SubscriptionSpec::lease`](wharf_core::SubscriptionSpec) is
+//! not used.
+//!
+//! # Limits
+//!
+//! See [`limits`]: 16 MiB per message ([`limits::MAX_MESSAGE_BYTES`]), up to 120 KiB
+//! of attributes (the headers must fit one frame), header names of at most 255 bytes,
+//! topic and subscription names of at most 229 bytes (255 less room for wharf's
+//! suffixes) not starting with `amq.`, delays up to a week ([`limits::MAX_DELAY`]).
+//! No ordering keys, no deduplication ids, no ordered subscriptions: they are refused
+//! with [`Unsupported`](wharf_core::ErrorKind::Unsupported).
+//!
+//! # Nack / delay / dead-letter mapping
+//!
+//! | wharf | RabbitMQ |
+//! |---|---|
+//! | topic `T` | durable exchange `T`, fanout ([`TopicKind`]) |
+//! | subscription `S` | durable quorum queue `S` ([`QueueType`]) bound to `T` |
+//! | `ack` | `basic.ack` |
+//! | `nack(0)` on a quorum queue | `basic.nack` with requeue; the broker counts it |
+//! | `nack(0)` on a classic queue | republish to `S` with `wharf-prior-attempts`, then ack |
+//! | `nack(d)` | republish to delay queue `S.delay.<ms>`, then ack |
+//! | delayed publish | publish to delay queue `T.publish-delay.<ms>` |
+//! | `dead_letter(reason)` | publish with the envelope headers to exchange `S.dlx`, then ack |
+//! | `max_delivery_attempts = n` | `x-delivery-limit = n - 1` on the quorum queue |
+//! | dead-letter queue | queue `S-dlq` (or the spec's name), bound to fanout exchange `S.dlx`, the queue's `x-dead-letter-exchange` |
+//!
+//! Delays use only RabbitMQ's own features: a classic queue per delay bucket holds the
+//! message for exactly its `x-message-ttl`, then dead-letters it through the default
+//! exchange back to the work queue (or into the topic's exchange). Delays are rounded up
+//! to whole milliseconds and, above 100 ms, to two significant digits, so a message is
+//! never early and at most 10 % late. Each delay queue has an `x-expires` of twice its
+//! delay plus a minute and is re-declared on use, so idle ones disappear and none
+//! disappears while it still holds a message. The delayed-message plugin is not used.
+//! Dead-lettering out of a classic delay queue is not covered by publisher confirms:
+//! a node crash at that instant can lose the message (RabbitMQ's own caveat).
+//!
+//! A message the broker dead-letters by itself (delivery limit, or a rejection by
+//! another client) arrives in the dead-letter queue with its `x-death` record turned
+//! into wharf's envelope attributes (`wharf-dead-letter-reason`, `wharf-source`,
+//! `wharf-attempts`), so [`wharf_core::Envelope`] reads it like an explicit one.
+//!
+//! # Configuration and credentials
+//!
+//! [`RabbitMqConfig`] takes an AMQP URL: `amqp://user:password@host:5672/vhost`, or
+//! `amqps://` for TLS, verified against the platform's trusted roots. Credentials come
+//! from the URL or from [`RabbitMqConfig::credentials`]; they never reach a log or an
+//! error, and `Debug` masks them. [`RabbitMqConfig::from_env`] reads
+//! `WHARF_RABBITMQ_URL`. Other settings: queue type, exchange type, prefetch,
+//! `mandatory`, connect and confirm timeouts, reconnect backoff, connection name.
+//!
+//! # Reaching the native client
+//!
+//! [`RabbitMq::connection`] returns the shared [`lapin::Connection`] and
+//! [`RabbitMq::channel`] opens a new [`lapin::Channel`] on it, for anything wharf does
+//! not cover. The crate re-exports [`lapin`].
+//!
+//! # Error mapping
+//!
+//! In one place, [`error`](crate::error) (private): I/O errors, dead channels and
+//! connections, missed heartbeats → `Unavailable`; `NOT_FOUND` → `NotFound`;
+//! `ACCESS_REFUSED`, `NOT_ALLOWED` → `PermissionDenied`; `PRECONDITION_FAILED` (a
+//! queue or exchange redeclared with other arguments) → `AlreadyExists`;
+//! `CONTENT_TOO_LARGE` → `PayloadTooLarge`; `RESOURCE_ERROR` (memory or disk alarm) →
+//! `Throttled`; an unconfirmed publish after [`RabbitMqConfig::confirm_timeout`] →
+//! `Timeout`; a settlement on a channel that died → `LeaseExpired`; protocol and
+//! parsing faults → `Internal`. The lapin error is kept as the `source`.
+
+mod backend;
+pub mod config;
+mod error;
+mod headers;
+pub mod limits;
+mod link;
+mod publish;
+mod subscribe;
+mod topology;
+
+pub use backend::RabbitMq;
+pub use config::{QueueType, RabbitMqConfig, TopicKind};
+pub use publish::RabbitMqPublisher;
+pub use subscribe::RabbitMqSubscriber;
+
+pub use lapin;
