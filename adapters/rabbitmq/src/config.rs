@@ -77,6 +77,7 @@ pub struct RabbitMqConfig {
     pub(crate) confirm_timeout: Duration,
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
+    pub(crate) idle_release: Duration,
     pub(crate) connection_name: String,
 }
 
@@ -95,6 +96,7 @@ impl RabbitMqConfig {
             confirm_timeout: Duration::from_secs(30),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
+            idle_release: Duration::from_secs(5),
             connection_name: "wharf".to_owned(),
         }
     }
@@ -166,6 +168,15 @@ impl RabbitMqConfig {
         self
     }
 
+    /// How long a subscriber may go without a receive before it pauses its consumer
+    /// and hands the deliveries it buffered back to the queue for other consumers
+    /// (5 s by default). Handed-back copies keep their attempt count.
+    #[must_use]
+    pub fn idle_release(mut self, idle: Duration) -> Self {
+        self.idle_release = idle;
+        self
+    }
+
     /// The name the connection shows in the management UI (`wharf` by default).
     #[must_use]
     pub fn connection_name(mut self, name: impl Into<String>) -> Self {
@@ -201,9 +212,12 @@ impl RabbitMqConfig {
                 "prefetch is 0, which RabbitMQ reads as unlimited; it must be 1 to 65535",
             ));
         }
-        if self.connect_timeout.is_zero() || self.confirm_timeout.is_zero() {
+        if self.connect_timeout.is_zero()
+            || self.confirm_timeout.is_zero()
+            || self.idle_release.is_zero()
+        {
             return Err(config_error(
-                "connect_timeout and confirm_timeout must be longer than zero",
+                "connect_timeout, confirm_timeout and idle_release must be longer than zero",
             ));
         }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {

@@ -40,12 +40,27 @@
 //! broker never pushes more than can be processed. Deliveries wait in a buffer of that
 //! size until `receive` takes them.
 //!
+//! A subscriber holds that buffer only while it is used. When it is closed or dropped,
+//! and after [`RabbitMqConfig::idle_release`] without a receive (5 s by default), it
+//! cancels its consumer and hands the buffered deliveries, which its caller never saw,
+//! back to the queue, so a stopped worker whose subscriber is still open does not sit
+//! on messages another consumer could take. They go back as confirmed copies that keep
+//! their attempt number, because a plain return counts as a failed delivery on a quorum
+//! queue. The next receive starts consuming again.
+//!
 //! The attempt number is `x-delivery-count + 1` on quorum queues, where the broker
 //! counts every return (nack, consumer crash, disconnect), so it survives consumer
 //! restarts. Retries that are republished (delayed nacks, and every nack on a classic
 //! queue) carry the attempts so far in the `wharf-prior-attempts` header, which is
 //! added on top. Classic queues have no counter: a redelivery there counts one
-//! earlier attempt, however many there were.
+//! earlier attempt, however many there were. **Shortcoming:** for a copy handed back
+//! by an idle or closing subscriber, or republished by a delayed nack, the broker's
+//! counter starts again from zero, and with it the `x-delivery-limit` of
+//! [`max_delivery_attempts`](wharf_core::SubscriptionSpec): the attempt number wharf
+//! reports and the [`Worker`](wharf_core::Worker)'s retry policy stay exact, but the
+//! broker alone would allow that many more returns. It would take the limit being
+//! known to the subscriber (or a broker-side counter that survives a republish) to lift
+//! this.
 //!
 //! When the connection drops, in-flight publishes fail with a retryable
 //! [`Unavailable`](wharf_core::ErrorKind::Unavailable) error (never reported as sent
