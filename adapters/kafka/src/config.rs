@@ -26,6 +26,12 @@ pub const DEFAULT_PARTITIONS: i32 = 3;
 /// smallest accepted value (`group.min.session.timeout.ms`).
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
+/// How long a subscriber stays in its consumer group while nobody calls `receive` and it
+/// has no delivery awaiting settlement. Kafka's own bound is `max.poll.interval.ms`
+/// (5 minutes); wharf's poll thread keeps polling whatever the application does, so it
+/// applies this shorter one to what the application does instead.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often settled offsets are committed while consuming.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -84,6 +90,7 @@ pub struct KafkaConfig {
     pub(crate) replication_factor: i32,
     pub(crate) session_timeout: Duration,
     pub(crate) commit_interval: Duration,
+    pub(crate) idle_timeout: Duration,
     pub(crate) receive_buffer: usize,
     pub(crate) operation_timeout: Duration,
     pub(crate) registry_topic: String,
@@ -102,6 +109,7 @@ impl KafkaConfig {
             replication_factor: -1,
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             commit_interval: DEFAULT_COMMIT_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             receive_buffer: DEFAULT_RECEIVE_BUFFER,
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             registry_topic: DEFAULT_REGISTRY_TOPIC.to_owned(),
@@ -165,6 +173,16 @@ impl KafkaConfig {
     #[must_use]
     pub fn commit_interval(mut self, interval: Duration) -> Self {
         self.commit_interval = interval;
+        self
+    }
+
+    /// How long a subscriber nobody receives from, with no delivery awaiting settlement,
+    /// stays in its consumer group. Past it the subscriber leaves, so the group's other
+    /// members take over its partitions and the records it had buffered; the next
+    /// `receive` joins again, which takes a few seconds.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 
@@ -314,6 +332,7 @@ impl fmt::Debug for KafkaConfig {
             .field("replication_factor", &self.replication_factor)
             .field("session_timeout", &self.session_timeout)
             .field("commit_interval", &self.commit_interval)
+            .field("idle_timeout", &self.idle_timeout)
             .field("receive_buffer", &self.receive_buffer)
             .field("registry_topic", &self.registry_topic)
             .finish()

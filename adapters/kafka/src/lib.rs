@@ -50,6 +50,14 @@
 //! returns `Unsupported`; the worker's keep-alive skips it. The subscription's `lease`
 //! setting has no Kafka counterpart and is not used.
 //!
+//! A consumer group hands each partition to one member, so a subscriber that stays in
+//! the group while nobody receives from it would keep its partitions, and the records
+//! it buffered, from the other members. A subscriber therefore leaves its group once no
+//! `receive` call has run for `idle_timeout` (10 s) and none of its deliveries awaits
+//! settlement (a running handler keeps it in); its partitions and buffered records then
+//! go to the other members, and its next `receive` joins again. This is Kafka's own
+//! `max.poll.interval.ms` rule, applied to `receive` rather than to librdkafka's poll.
+//!
 //! A newly created subscription starts at the end of its topic: it receives what is
 //! published after `create_subscription`, as on the other backends, not the topic's
 //! history. A consumer group's first join takes about half of `session.timeout.ms`
@@ -157,9 +165,9 @@ use wharf_core::Capabilities;
 
 pub use backend::KafkaBackend;
 pub use config::{
-    BROKERS_ENV, DEFAULT_BROKERS, DEFAULT_COMMIT_INTERVAL, DEFAULT_OPERATION_TIMEOUT,
-    DEFAULT_PARTITIONS, DEFAULT_RECEIVE_BUFFER, DEFAULT_REGISTRY_TOPIC, DEFAULT_SESSION_TIMEOUT,
-    KafkaConfig,
+    BROKERS_ENV, DEFAULT_BROKERS, DEFAULT_COMMIT_INTERVAL, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_OPERATION_TIMEOUT, DEFAULT_PARTITIONS, DEFAULT_RECEIVE_BUFFER, DEFAULT_REGISTRY_TOPIC,
+    DEFAULT_SESSION_TIMEOUT, KafkaConfig,
 };
 pub use producer::{KafkaTopic, LogContext};
 pub use rdkafka;
@@ -176,9 +184,10 @@ pub const MAX_MESSAGE_BYTES: usize = 1_000_000;
 /// (`queue.buffering.max.messages`).
 pub const MAX_BATCH_MESSAGES: usize = 10_000;
 
-/// Most bytes per send: wharf's bound, well under librdkafka's 1 GiB local queue
-/// (`queue.buffering.max.kbytes`).
-pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// Most bytes per send: wharf's bound, so one send holds at most 16 MiB of records in
+/// librdkafka's local queue (1 GiB, `queue.buffering.max.kbytes`) while it waits for their
+/// confirmations; larger batches are split and sent one part after another.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// Longest nack delay: wharf's bound, so retried records wait in memory for at most a
 /// day and the retry topic's 7-day retention ([`RETRY_RETENTION`]) always covers them.

@@ -28,6 +28,11 @@ impl OffsetTracker {
         self.unsettled.remove(&offset)
     }
 
+    /// How many offsets await settlement.
+    pub(crate) fn unsettled(&self) -> usize {
+        self.unsettled.len()
+    }
+
     /// The offset to commit: the lowest unsettled one, or one past the highest handed
     /// out if all are settled; `None` before anything was handed out.
     pub(crate) fn commit_point(&self) -> Option<i64> {

@@ -121,6 +121,10 @@ pub(crate) struct PollSettings {
     pub(crate) capacity: usize,
     pub(crate) commit_interval: Duration,
     pub(crate) retry_topic: String,
+    /// The topics the group reads.
+    pub(crate) topics: Vec<String>,
+    /// How long without `receive` before the subscriber leaves its group.
+    pub(crate) idle_timeout: Duration,
 }
 
 /// Which partitions the loop has paused.
@@ -135,8 +139,10 @@ pub(crate) fn run(consumer: BaseConsumer<PollContext>, settings: PollSettings) {
     let shared = consumer.context().shared.clone();
     let mut flow = Flow::default();
     let mut last_commit = Instant::now();
+    let mut member = true;
 
     while !shared.stop.load(Ordering::Acquire) {
+        keep_membership(&consumer, &settings, &mut member);
         let taken = poll_burst(&consumer, &shared);
         let released = shared.lock().release_due(SystemTime::now());
         if taken > 0 || released {
@@ -151,6 +157,39 @@ pub(crate) fn run(consumer: BaseConsumer<PollContext>, settings: PollSettings) {
     }
 
     shutdown(consumer, &shared);
+}
+
+/// Leaves the group while nobody receives from this subscriber, and joins it again once
+/// someone does (see [`State::wants_membership`]). Leaving revokes every partition,
+/// which commits what was settled and hands buffered records back to the group.
+fn keep_membership(
+    consumer: &BaseConsumer<PollContext>,
+    settings: &PollSettings,
+    member: &mut bool,
+) {
+    let wanted = consumer
+        .context()
+        .shared
+        .lock()
+        .wants_membership(settings.idle_timeout, Instant::now());
+    if wanted == *member {
+        return;
+    }
+
+    let changed = if wanted {
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)
+    } else {
+        consumer.unsubscribe();
+        Ok(())
+    };
+    match changed {
+        Ok(()) => {
+            debug!(joined = wanted, idle_timeout = ?settings.idle_timeout, "group membership changed");
+            *member = wanted;
+        }
+        Err(error) => warn!(%error, "joining the consumer group again failed; retrying"),
+    }
 }
 
 fn shutdown(consumer: BaseConsumer<PollContext>, shared: &Shared) {

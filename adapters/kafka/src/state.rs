@@ -9,7 +9,7 @@ use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -106,6 +106,10 @@ pub(crate) struct State {
     pub(crate) failure: Option<Error>,
     /// The subscription is closed: no more receiving or settling.
     pub(crate) closed: bool,
+    /// `receive` calls in progress.
+    receiving: usize,
+    /// When a `receive` call last started or ended (or the subscriber started).
+    last_receive: Option<Instant>,
 }
 
 impl State {
@@ -241,6 +245,39 @@ impl State {
         }
     }
 
+    /// Records that a `receive` call starts.
+    pub(crate) fn receive_started(&mut self) {
+        self.receiving += 1;
+        self.last_receive = Some(Instant::now());
+    }
+
+    /// Records that a `receive` call ended.
+    pub(crate) fn receive_ended(&mut self) {
+        self.receiving = self.receiving.saturating_sub(1);
+        self.last_receive = Some(Instant::now());
+    }
+
+    /// Deliveries handed to `receive` and not settled yet.
+    fn outstanding(&self) -> usize {
+        let unsettled: usize = self
+            .assigned
+            .values()
+            .map(|assigned| assigned.tracker.unsettled())
+            .sum();
+        unsettled.saturating_sub(self.ready.len() + self.held.len())
+    }
+
+    /// Whether this subscriber should stay in its consumer group: while a `receive` call
+    /// runs, a handed-out delivery awaits settlement, or `receive` was called within
+    /// `idle`. A member that nobody receives from would otherwise keep its partitions,
+    /// and their records, from the group's other members for as long as it lives.
+    pub(crate) fn wants_membership(&mut self, idle: Duration, now: Instant) -> bool {
+        // Before the first `receive` the subscriber counts as just started.
+        let last = *self.last_receive.get_or_insert(now);
+        let recent = now.saturating_duration_since(last) < idle;
+        self.receiving > 0 || recent || self.outstanding() > 0
+    }
+
     /// Commit points that moved since the last commit, recorded as committed.
     pub(crate) fn pending_commits(&mut self) -> Vec<(PartitionKey, i64)> {
         if std::mem::take(&mut self.commit_failed) {
@@ -290,8 +327,6 @@ fn reassigned(delivery: &str) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use wharf_core::AckId;
 
     use super::*;
@@ -381,5 +416,50 @@ mod tests {
 
         let ids: Vec<_> = state.take(10).into_iter().map(|raw| raw.id).collect();
         assert_eq!(ids, ["orders/0/1", "orders/0/0"]);
+    }
+
+    #[test]
+    fn an_idle_subscriber_leaves_unless_a_delivery_awaits_settlement() {
+        let idle = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut state = State::default();
+        state.assign(vec![partition()]);
+        assert!(state.wants_membership(idle, start));
+
+        let generation = state.delivered(&partition(), 0).unwrap();
+        state.accept(pending(0, generation), None);
+        let handed_out = state.take(1);
+        assert!(state.wants_membership(idle, start + idle * 2));
+
+        state.settle(&ack(0, generation)).unwrap();
+        assert_eq!(handed_out.len(), 1);
+        assert!(!state.wants_membership(idle, start + idle * 2));
+    }
+
+    #[test]
+    fn a_receive_in_progress_keeps_the_subscriber_in_its_group() {
+        let idle = Duration::from_secs(10);
+        let mut state = State::default();
+        state.receive_started();
+        let later = Instant::now() + idle * 2;
+
+        assert!(state.wants_membership(idle, later));
+        state.receive_ended();
+        assert!(state.wants_membership(idle, Instant::now()));
+        assert!(!state.wants_membership(idle, Instant::now() + idle * 2));
+    }
+
+    #[test]
+    fn buffered_records_not_handed_out_do_not_keep_the_subscriber() {
+        let idle = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut state = State::default();
+        state.assign(vec![partition()]);
+        state.wants_membership(idle, start);
+
+        let generation = state.delivered(&partition(), 0).unwrap();
+        state.accept(pending(0, generation), None);
+
+        assert!(!state.wants_membership(idle, start + idle * 2));
     }
 }

@@ -74,6 +74,8 @@ impl KafkaSubscription {
             capacity: config.receive_buffer,
             commit_interval: config.commit_interval,
             retry_topic: layout.retry_topic.clone(),
+            topics: layout.topics.clone(),
+            idle_timeout: config.idle_timeout,
         };
         let poller = std::thread::Builder::new()
             .name(format!("wharf-kafka-{}", layout.name))
@@ -130,6 +132,7 @@ impl SubscriptionDriver for KafkaSubscription {
 
     async fn receive_batch(&self, max: usize, wait: Duration) -> Result<Vec<RawDelivery>> {
         let deadline = Instant::now() + wait;
+        let _receiving = Receiving::start(&self.shared);
         loop {
             // Registered before looking, so a wake-up between the two is not missed.
             let notified = self.shared.ready.notified();
@@ -220,6 +223,23 @@ impl SubscriptionDriver for KafkaSubscription {
                 "the Kafka poll thread panicked",
             )),
         }
+    }
+}
+
+/// Marks a `receive` call in progress for as long as it lives, also when the call is
+/// cancelled, so the poll thread keeps (or rejoins) the group meanwhile.
+struct Receiving<'a>(&'a Shared);
+
+impl<'a> Receiving<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        shared.lock().receive_started();
+        Self(shared)
+    }
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.0.lock().receive_ended();
     }
 }
 
