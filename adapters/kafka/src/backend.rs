@@ -66,6 +66,16 @@ impl KafkaBackend {
         })
     }
 
+    /// Connects with the configuration a `kafka://` URL describes; see
+    /// [`KafkaConfig::from_url`] and the crate's `# URL` section.
+    ///
+    /// # Errors
+    ///
+    /// As [`KafkaConfig::from_url`], then as [`connect`](Self::connect).
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::connect(KafkaConfig::from_url(url)?).await
+    }
+
     /// The configuration this backend was built from.
     pub fn config(&self) -> &KafkaConfig {
         &self.inner.config

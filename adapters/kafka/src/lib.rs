@@ -15,7 +15,9 @@
 //! kafka.create_subscription(&SubscriptionSpec::new("orders", "billing")).await?;
 //!
 //! let publisher = kafka.publisher("orders").await?;
-//! publisher.publish(Message::new("order 42").with_ordering_key("customer-7")).await?;
+//! let message = Message::new("order 42").with_ordering_key("customer-7");
+//! // A failed publish hands the message back along with the error.
+//! publisher.publish(message).await.map_err(|failed| failed.error)?;
 //! # Ok(()) }
 //! ```
 //!
@@ -123,6 +125,38 @@
 //! error. `Debug` of the configuration hides values of keys that hold secrets, and
 //! configuration errors name the key but never the value.
 //!
+//! # URL
+//!
+//! [`KafkaBackend::from_url`] (and so `wharf::connect`) takes
+//! `kafka://[user:password@]host[:port][,host[:port]...][?option=value&...]`, for
+//! example `kafka://b1:9092,b2:9092?partitions=6`. A broker without a port gets 9092.
+//! Credentials in the URL (percent-encoded) become `sasl.username` and `sasl.password`
+//! and turn on SASL over TLS; they never appear in errors, logs or `Debug`. wharf's own
+//! options (`subscription`, `max_attempts`, ... see [`wharf_core::url_options`]) are left
+//! to the `wharf` crate; any other unknown option is a `Config` error naming it.
+//! Durations are written like `500ms`, `6s` or `2m`.
+//!
+//! | Option | Meaning | Default |
+//! |---|---|---|
+//! | `partitions` | partitions of the topics wharf creates (main, retry, dead-letter) | 3 |
+//! | `replication_factor` | their replication factor; -1 asks the broker | -1 |
+//! | `session_timeout` | consumer group session timeout | 6s |
+//! | `commit_interval` | how often settled offsets are committed | 500ms |
+//! | `idle_timeout` | how long a subscriber nobody receives from stays in its group | 10s |
+//! | `receive_buffer` | deliveries buffered ahead of `receive` | 1000 |
+//! | `operation_timeout` | admin and metadata requests | 30s |
+//! | `registry_topic` | compacted topic holding subscription settings | `wharf-subscriptions` |
+//! | `client_id` | librdkafka `client.id` | `rdkafka` |
+//! | `security_protocol` | `plaintext`, `ssl`, `sasl_plaintext`, `sasl_ssl` | see below |
+//! | `sasl_mechanism` | `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, `OAUTHBEARER` | `PLAIN` |
+//! | `ssl_ca_location` | CA certificate file for TLS | the system's |
+//! | `librdkafka.<property>` | any librdkafka property, passed through as is | none |
+//!
+//! `security_protocol` defaults to `plaintext`, or to `sasl_ssl` when the URL carries
+//! credentials or a `sasl_mechanism`; `sasl_mechanism` applies only under SASL. The
+//! properties that carry wharf's guarantees (`group.id`, `enable.auto.commit`, ...) are
+//! refused through `librdkafka.*` as they are through [`KafkaConfig::property`].
+//!
 //! librdkafka is compiled from the source bundled with `rdkafka-sys` (the `cmake-build`
 //! feature, needing `cmake`, the curl, OpenSSL and zlib headers at build time) rather
 //! than linked from Debian's `librdkafka-dev`: Debian 12 ships librdkafka 2.0, older
@@ -158,6 +192,7 @@ mod producer;
 mod registry;
 mod state;
 mod subscription;
+mod url_config;
 
 use std::time::Duration;
 
@@ -172,6 +207,7 @@ pub use config::{
 pub use producer::{KafkaTopic, LogContext};
 pub use rdkafka;
 pub use subscription::KafkaSubscription;
+pub use url_config::{DEFAULT_PORT, PASS_THROUGH_PREFIX, SCHEME};
 
 /// The backend's name in errors and logs.
 pub const BACKEND: &str = "kafka";

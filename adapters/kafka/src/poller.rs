@@ -185,7 +185,8 @@ fn keep_membership(
     };
     match changed {
         Ok(()) => {
-            debug!(joined = wanted, idle_timeout = ?settings.idle_timeout, "group membership changed");
+            let idle_timeout = settings.idle_timeout;
+            debug!(joined = wanted, ?idle_timeout, "group membership changed");
             *member = wanted;
         }
         Err(error) => warn!(%error, "joining the consumer group again failed; retrying"),
