@@ -46,12 +46,14 @@
 //! equal messages are all delivered.
 //!
 //! Payloads are any bytes. UTF-8 text made of XML characters (what SQS accepts in a
-//! body) is the body as is; anything else, and an empty payload, is sent base64 encoded
-//! and decoded on receive. Attributes are native `String` message attributes. What SQS
-//! cannot carry natively (an empty value, a name it refuses, the dead-letter envelope)
-//! travels in one attribute named `wharf` holding JSON, removed again on receive, so
-//! other SQS clients read wharf's plain messages unchanged and wharf reads theirs
-//! (`Number` attributes as their text, `Binary` ones as base64).
+//! body) is the body as is. Anything else travels as raw bytes in a `Binary` message
+//! attribute named `wharf`, with a placeholder body (`-`), so binary payloads are not
+//! inflated by base64 and get the same size limit as text; an empty payload is marked
+//! there too. Attributes are native `String` message attributes. What SQS cannot carry
+//! natively (an empty value, a name it refuses, the dead-letter envelope) travels in
+//! that same `wharf` attribute as JSON, removed again on receive, so other SQS clients
+//! read wharf's plain text messages unchanged and wharf reads theirs (`Number`
+//! attributes as their text, `Binary` ones as base64).
 //!
 //! # Limits
 //!
@@ -59,8 +61,9 @@
 //!
 //! - Message size: 256 KiB less 256 bytes, SQS's quota less room for wharf's attribute
 //!   and the data type names SQS counts per attribute.
-//! - Binary payloads: about 192 KiB, as base64 adds a third; a larger one is
-//!   `PayloadTooLarge` before anything is sent.
+//! - The encoded message is checked against SQS's quota before sending: attribute
+//!   values packed into wharf's JSON (those with control characters, say) can grow
+//!   past it, which is `PayloadTooLarge` with the encoded size.
 //! - Attributes: 9 of SQS's 10; one is kept for wharf's bookkeeping.
 //! - Batch: 10 messages and 256 KiB a `SendMessageBatch`; larger batches are split.
 //! - Publish delay: 15 minutes (`DelaySeconds`), standard queues only. Longer delays are

@@ -4,10 +4,13 @@
 //! non-empty value. wharf sends what fits as is, so another SQS client reads a wharf
 //! message unchanged: a UTF-8 payload becomes the body, attributes become `String`
 //! message attributes. What does not fit is carried in one attribute of wharf's own,
-//! [`BOOKKEEPING`], holding JSON:
+//! [`BOOKKEEPING`], whose value starts with JSON:
 //!
-//! - `"body": "base64"` when the payload is not XML text, so the body is its base64;
-//!   `"body": "empty"` for an empty payload, which SQS refuses (the body is then `-`);
+//! - `"body": "attribute"` when the payload is not XML text: the attribute is then of
+//!   type `Binary`, its value the JSON, a newline and the payload's raw bytes, and the
+//!   body is a placeholder (`-`). SQS counts a binary value by its bytes, so binary
+//!   payloads get the whole size limit, where base64 in the body would cost a third;
+//! - `"body": "empty"` for an empty payload, which SQS refuses (the body is then `-`);
 //! - `"attributes"`: attributes SQS cannot carry natively (a name it refuses, an empty
 //!   value, a value with non-XML characters) and the dead-letter envelope, whose five
 //!   keys would otherwise eat half of the ten-attribute budget.
@@ -17,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{Message as SqsMessage, MessageAttributeValue};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -30,11 +34,20 @@ use crate::limits::{MAX_ATTRIBUTE_NAME, MAX_MESSAGE_BYTES, MAX_NATIVE_ATTRIBUTES
 /// The name of wharf's own message attribute.
 pub const BOOKKEEPING: &str = "wharf";
 
-/// The data type of every attribute wharf sends.
+/// The data type of the attributes wharf sends, except a bookkeeping attribute that
+/// carries the payload.
 const STRING: &str = "String";
 
-/// The body sent for an empty payload, which SQS does not accept as a body.
-const EMPTY_BODY: &str = "-";
+/// The data type of a bookkeeping attribute that carries the payload.
+const BINARY: &str = "Binary";
+
+/// Separates the JSON from the payload in a `Binary` bookkeeping attribute. Compact JSON
+/// never holds a raw newline, so the first one ends it.
+const SEPARATOR: u8 = b'\n';
+
+/// The body sent when the body does not hold the payload: an empty payload, which SQS
+/// does not accept as a body, or one carried in the bookkeeping attribute.
+const PLACEHOLDER_BODY: &str = "-";
 
 /// wharf's bookkeeping, as the JSON value of the [`BOOKKEEPING`] attribute.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -49,7 +62,9 @@ struct Bookkeeping {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum BodyEncoding {
-    Base64,
+    /// The payload follows the JSON in the bookkeeping attribute.
+    Attribute,
+    /// The payload is empty.
     Empty,
 }
 
@@ -74,12 +89,13 @@ pub(crate) struct Incoming {
 /// # Errors
 ///
 /// [`PayloadTooLarge`](wharf_core::ErrorKind::PayloadTooLarge) when the encoded message
-/// (a binary payload grows by a third in base64) exceeds SQS's size limit, and
+/// (with wharf's bookkeeping and the data type names SQS counts) exceeds SQS's size
+/// limit, and
 /// [`LimitExceeded`](wharf_core::ErrorKind::LimitExceeded) when more attributes would
 /// reach SQS than it accepts.
 pub(crate) fn encode(message: &Message) -> Result<Outgoing, Error> {
     let mut bookkeeping = Bookkeeping::default();
-    let body = encode_body(message.payload(), &mut bookkeeping);
+    let (body, carried) = encode_body(message.payload(), &mut bookkeeping);
 
     let mut native = HashMap::new();
     for (key, value) in message.attributes() {
@@ -89,7 +105,9 @@ pub(crate) fn encode(message: &Message) -> Result<Outgoing, Error> {
             bookkeeping.attributes.insert(key.clone(), value.clone());
         }
     }
-    if bookkeeping.body.is_some() || !bookkeeping.attributes.is_empty() {
+    if let Some(payload) = carried {
+        native.insert(BOOKKEEPING.to_owned(), carrier_value(&bookkeeping, payload));
+    } else if bookkeeping.body.is_some() || !bookkeeping.attributes.is_empty() {
         native.insert(BOOKKEEPING.to_owned(), string_value(&to_json(&bookkeeping)));
     }
 
@@ -100,19 +118,39 @@ pub(crate) fn encode(message: &Message) -> Result<Outgoing, Error> {
     })
 }
 
-fn encode_body(payload: &Bytes, bookkeeping: &mut Bookkeeping) -> String {
+/// The body for `payload`, and the payload again when it must travel in the bookkeeping
+/// attribute instead.
+fn encode_body<'a>(
+    payload: &'a Bytes,
+    bookkeeping: &mut Bookkeeping,
+) -> (String, Option<&'a Bytes>) {
     if payload.is_empty() {
         bookkeeping.body = Some(BodyEncoding::Empty);
-        return EMPTY_BODY.to_owned();
+        return (PLACEHOLDER_BODY.to_owned(), None);
     }
 
     match std::str::from_utf8(payload) {
-        Ok(text) if is_xml_text(text) => text.to_owned(),
+        Ok(text) if is_xml_text(text) => (text.to_owned(), None),
         _ => {
-            bookkeeping.body = Some(BodyEncoding::Base64);
-            BASE64.encode(payload)
+            bookkeeping.body = Some(BodyEncoding::Attribute);
+            (PLACEHOLDER_BODY.to_owned(), Some(payload))
         }
     }
+}
+
+/// The `Binary` bookkeeping attribute carrying `payload` after the JSON.
+fn carrier_value(bookkeeping: &Bookkeeping, payload: &Bytes) -> MessageAttributeValue {
+    let json = to_json(bookkeeping);
+    let mut value = Vec::with_capacity(json.len() + 1 + payload.len());
+    value.extend_from_slice(json.as_bytes());
+    value.push(SEPARATOR);
+    value.extend_from_slice(payload);
+
+    MessageAttributeValue::builder()
+        .data_type(BINARY)
+        .binary_value(Blob::new(value))
+        .build()
+        .unwrap_or_else(|_| unreachable!("the data type is set"))
 }
 
 fn check_limits(outgoing: Outgoing) -> Result<Outgoing, Error> {
@@ -156,7 +194,12 @@ fn wire_bytes(body: &str, attributes: &HashMap<String, MessageAttributeValue>) -
     let attributes: usize = attributes
         .iter()
         .map(|(name, value)| {
-            name.len() + value.data_type().len() + value.string_value().map_or(0, str::len)
+            let bytes = match (value.string_value(), value.binary_value()) {
+                (Some(text), _) => text.len(),
+                (None, Some(blob)) => blob.as_ref().len(),
+                (None, None) => 0,
+            };
+            name.len() + value.data_type().len() + bytes
         })
         .sum();
     body.len() + attributes
@@ -218,21 +261,19 @@ fn is_xml_text(text: &str) -> bool {
 pub(crate) fn decode(message: &SqsMessage) -> Incoming {
     let body = message.body().unwrap_or_default();
     let mut attributes = native_attributes(message);
-    let bookkeeping = attributes
-        .get(BOOKKEEPING)
-        .and_then(|json| serde_json::from_str::<Bookkeeping>(json).ok());
-
-    let Some(bookkeeping) = bookkeeping else {
-        return Incoming {
-            payload: Bytes::copy_from_slice(body.as_bytes()),
-            attributes,
-        };
+    let as_sent = |attributes| Incoming {
+        payload: Bytes::copy_from_slice(body.as_bytes()),
+        attributes,
     };
-    let Some(payload) = decode_body(body, bookkeeping.body) else {
-        return Incoming {
-            payload: Bytes::copy_from_slice(body.as_bytes()),
-            attributes,
-        };
+
+    let Some((bookkeeping, carried)) = read_bookkeeping(message) else {
+        return as_sent(attributes);
+    };
+    let payload = match (bookkeeping.body, carried) {
+        (None, _) => Bytes::copy_from_slice(body.as_bytes()),
+        (Some(BodyEncoding::Empty), _) => Bytes::new(),
+        (Some(BodyEncoding::Attribute), Some(payload)) => payload,
+        (Some(BodyEncoding::Attribute), None) => return as_sent(attributes),
     };
 
     attributes.remove(BOOKKEEPING);
@@ -243,12 +284,18 @@ pub(crate) fn decode(message: &SqsMessage) -> Incoming {
     }
 }
 
-fn decode_body(body: &str, encoding: Option<BodyEncoding>) -> Option<Bytes> {
-    match encoding {
-        None => Some(Bytes::copy_from_slice(body.as_bytes())),
-        Some(BodyEncoding::Empty) => Some(Bytes::new()),
-        Some(BodyEncoding::Base64) => BASE64.decode(body).ok().map(Bytes::from),
+/// The bookkeeping of a received message, and the payload when its attribute carries
+/// one; `None` if there is none or it does not parse.
+fn read_bookkeeping(message: &SqsMessage) -> Option<(Bookkeeping, Option<Bytes>)> {
+    let value = message.message_attributes()?.get(BOOKKEEPING)?;
+
+    if let Some(json) = value.string_value() {
+        return Some((serde_json::from_str(json).ok()?, None));
     }
+    let bytes = value.binary_value()?.as_ref();
+    let end = bytes.iter().position(|&b| b == SEPARATOR)?;
+    let bookkeeping = serde_json::from_slice(&bytes[..end]).ok()?;
+    Some((bookkeeping, Some(Bytes::copy_from_slice(&bytes[end + 1..]))))
 }
 
 /// The message's attributes as strings. Other clients may send `Number` attributes
@@ -299,16 +346,26 @@ mod tests {
     }
 
     #[test]
-    fn binary_payloads_are_base64_and_round_trip() {
+    fn binary_payloads_travel_as_raw_bytes_and_round_trip() {
         let payload: Vec<u8> = (0..=255).collect();
-        let message = Message::new(payload.clone());
+        let message = Message::new(payload.clone()).with_attribute("k", "v");
 
         let outgoing = encode(&message).unwrap();
         let incoming = decode(&received(&outgoing));
 
-        assert_eq!(outgoing.body, BASE64.encode(&payload));
+        assert_eq!(outgoing.body, PLACEHOLDER_BODY);
+        assert_eq!(outgoing.attributes[BOOKKEEPING].data_type(), BINARY);
         assert_eq!(&incoming.payload[..], &payload[..]);
-        assert!(incoming.attributes.is_empty());
+        assert_eq!(&incoming.attributes, message.attributes());
+    }
+
+    #[test]
+    fn a_binary_payload_gets_the_whole_size_limit() {
+        let message = Message::new(vec![0u8; MAX_MESSAGE_BYTES - 64]);
+
+        let outgoing = encode(&message).unwrap();
+
+        assert!(outgoing.wire_bytes <= MAX_MESSAGE_BYTES, "{}", outgoing.wire_bytes);
     }
 
     #[test]
@@ -361,8 +418,10 @@ mod tests {
     }
 
     #[test]
-    fn a_binary_payload_that_outgrows_the_limit_is_refused_before_sending() {
-        let message = Message::new(vec![0u8; 200 * 1024]);
+    fn a_message_whose_encoding_outgrows_the_limit_is_refused_before_sending() {
+        // Control characters are not XML text, so the value is packed into JSON, where
+        // each one takes six bytes (`\u0001`).
+        let message = Message::new("x").with_attribute("k", "\u{1}".repeat(50 * 1024));
 
         let error = encode(&message).unwrap_err();
 
