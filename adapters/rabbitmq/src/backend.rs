@@ -57,6 +57,26 @@ impl RabbitMq {
         Self::with_config(RabbitMqConfig::new(url)).await
     }
 
+    /// Connects as an `amqp://` or `amqps://` URL with query options says; see
+    /// [`RabbitMqConfig::from_url`] and the crate's [URL section](crate#url).
+    ///
+    /// ```no_run
+    /// # async fn example() -> wharf_core::Result<()> {
+    /// use wharf_rabbitmq::RabbitMq;
+    ///
+    /// let url = "amqp://guest:guest@127.0.0.1:5672/%2f?prefetch=32&queue_type=quorum";
+    /// let backend = RabbitMq::from_url(url).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Config`](wharf_core::ErrorKind::Config) for a malformed URL, an unknown option
+    /// or a bad value; otherwise as [`connect`](Self::connect).
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::with_config(RabbitMqConfig::from_url(url)?).await
+    }
+
     /// Connects with `config`, failing fast if the broker cannot be reached now.
     ///
     /// # Errors

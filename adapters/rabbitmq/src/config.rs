@@ -101,6 +101,20 @@ impl RabbitMqConfig {
         }
     }
 
+    /// A configuration read from an `amqp://` or `amqps://` URL and its query options,
+    /// for example `amqp://app:secret@rabbit:5672/orders?prefetch=32&queue_type=quorum`.
+    /// The options are listed in the crate's [URL section](crate#url); wharf's own
+    /// options ([`wharf_core::url_options`]) are skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`Config`](ErrorKind::Config) for a malformed URL, another scheme, an unknown
+    /// option (listing the accepted ones) or a value out of range (naming the option
+    /// and the accepted values). The message never repeats the password.
+    pub fn from_url(url: &str) -> Result<Self> {
+        crate::uri::parse(url)
+    }
+
     /// The URL in `WHARF_RABBITMQ_URL`, or [`DEFAULT_URL`] when it is unset.
     pub fn from_env() -> Self {
         Self::new(std::env::var(URL_VARIABLE).unwrap_or_else(|_| DEFAULT_URL.to_owned()))
@@ -186,7 +200,7 @@ impl RabbitMqConfig {
 
     /// The parsed URI with the configured credentials applied.
     pub(crate) fn uri(&self) -> Result<AMQPUri> {
-        let mut uri = AMQPUri::from_str(&self.url).map_err(|reason| {
+        let mut uri = parse_uri(&self.url).map_err(|reason| {
             Error::new(
                 ErrorKind::Config,
                 format!(
@@ -230,20 +244,42 @@ impl RabbitMqConfig {
 
     /// The URL with any password masked, for logs and errors.
     pub fn redacted_url(&self) -> String {
-        match AMQPUri::from_str(&self.url) {
+        match parse_uri(&self.url) {
             Ok(uri) => {
                 let scheme = match uri.scheme {
                     AMQPScheme::AMQP => "amqp",
                     AMQPScheme::AMQPS => "amqps",
                 };
                 let user = &uri.authority.userinfo.username;
-                let host = &uri.authority.host;
+                let host = if uri.authority.host.contains(':') {
+                    format!("[{}]", uri.authority.host)
+                } else {
+                    uri.authority.host.clone()
+                };
                 let port = uri.authority.port;
                 format!("{scheme}://{user}:****@{host}:{port}/{}", uri.vhost)
             }
             Err(_) => "<malformed URL>".to_owned(),
         }
     }
+}
+
+/// Parses an AMQP URI, keeping an IP address as the host: lapin's parser takes only
+/// domain names from the URL and connects to `localhost` for `amqp://10.0.0.5`.
+fn parse_uri(url: &str) -> std::result::Result<AMQPUri, String> {
+    let mut uri = AMQPUri::from_str(url)?;
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|parsed| match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => Some(ip.to_string()),
+            Some(url::Host::Ipv6(ip)) => Some(ip.to_string()),
+            _ => None,
+        });
+
+    if let Some(host) = host {
+        uri.authority.host = host;
+    }
+    Ok(uri)
 }
 
 /// Hand-written so that neither the URL's password nor the configured one is shown.
@@ -305,6 +341,20 @@ mod tests {
 
         assert_eq!(error.kind(), ErrorKind::Config);
         assert!(error.to_string().contains("prefetch"), "{error}");
+    }
+
+    #[test]
+    fn an_ip_address_stays_the_host() {
+        let v4 = RabbitMqConfig::new("amqp://10.1.2.3:5673/%2f");
+        let v6 = RabbitMqConfig::new("amqp://[::1]:5672/%2f");
+
+        assert_eq!(v4.uri().unwrap().authority.host, "10.1.2.3");
+        assert_eq!(v6.uri().unwrap().authority.host, "::1");
+        assert!(
+            v6.redacted_url().contains("@[::1]:5672"),
+            "{}",
+            v6.redacted_url()
+        );
     }
 
     #[test]

@@ -105,7 +105,7 @@
 //! | delayed publish | publish to delay queue `T.publish-delay.<ms>` |
 //! | `dead_letter(reason)` | publish with the envelope headers to exchange `S.dlx`, then ack |
 //! | `max_delivery_attempts = n` | `x-delivery-limit = n - 1` on the quorum queue |
-//! | dead-letter queue | queue `S-dlq` (or the spec's name), bound to fanout exchange `S.dlx`, the queue's `x-dead-letter-exchange` |
+//! | dead-letter queue | `S-dlq` (or the spec's name), bound to `S.dlx` |
 //!
 //! Delays use only RabbitMQ's own features: a classic queue per delay bucket holds the
 //! message for exactly its `x-message-ttl`, then dead-letters it through the default
@@ -129,7 +129,48 @@
 //! from the URL or from [`RabbitMqConfig::credentials`]; they never reach a log or an
 //! error, and `Debug` masks them. [`RabbitMqConfig::from_env`] reads
 //! `WHARF_RABBITMQ_URL`. Other settings: queue type, exchange type, prefetch,
-//! `mandatory`, connect and confirm timeouts, reconnect backoff, connection name.
+//! `mandatory`, connect and confirm timeouts, reconnect backoff, idle release,
+//! connection name, each also a URL option (see [URL](#url)).
+//!
+//! # URL
+//!
+//! [`RabbitMq::from_url`] (and [`RabbitMqConfig::from_url`]) read
+//! `amqp://[user:password@]host[:port][/vhost][?options]`, or `amqps://` for TLS (port
+//! 5671 by default). The vhost is percent-encoded: `%2f` is `/`. wharf's own options
+//! ([`wharf_core::url_options`], such as `subscription` or `concurrency`) are skipped;
+//! any other option not in this table is refused with
+//! [`Config`](wharf_core::ErrorKind::Config), naming it and listing
+//! [`URL_OPTIONS`]. Durations read as `250ms`, `30s`, `5m`.
+//!
+//! | Option | Meaning | Default |
+//! |---|---|---|
+//! | `prefetch` | unacked deliveries one subscriber may hold, 1 to 65535 | `16` |
+//! | `queue_type` | `quorum` or `classic` queues for subscriptions ([`QueueType`]) | `quorum` |
+//! | `topic_kind` | `fanout` or `topic` exchanges for topics ([`TopicKind`]) | `fanout` |
+//! | `mandatory` | `true`: a publish reaching no queue fails; `false`: dropped | `true` |
+//! | `connect_timeout` | longest one connection attempt may take | `5s` |
+//! | `connection_timeout` | the same in milliseconds, as in RabbitMQ's URI spec | — |
+//! | `confirm_timeout` | longest a publish waits for the broker's confirm | `30s` |
+//! | `reconnect_min` | pause after the first failed reconnect; pauses double | `100ms` |
+//! | `reconnect_max` | longest pause between reconnects | `5s` |
+//! | `idle_release` | idle time after which a subscriber hands its buffer back | `5s` |
+//! | `connection_name` | the connection's name in the management UI and `rabbitmqctl` | `wharf` |
+//! | `heartbeat` | heartbeat in seconds, `0` for none (for lapin) | the server's (60) |
+//! | `frame_max` | largest frame in bytes (for lapin) | the server's |
+//! | `channel_max` | most channels on the connection (for lapin) | the server's |
+//! | `auth_mechanism` | `plain`, `amqplain`, `external`, `anonymous` (for lapin) | `plain` |
+//!
+//! ```
+//! use wharf_rabbitmq::{QueueType, RabbitMqConfig};
+//!
+//! let url = "amqps://billing:s3cret@rabbit.internal/orders?prefetch=32&queue_type=classic";
+//! let config = RabbitMqConfig::from_url(url)?;
+//! assert!(!format!("{config:?}").contains("s3cret"));
+//!
+//! let error = RabbitMqConfig::from_url("amqp://rabbit/%2f?prefech=32").unwrap_err();
+//! assert!(error.to_string().contains("prefech"));
+//! # Ok::<(), wharf_core::Error>(())
+//! ```
 //!
 //! # Reaching the native client
 //!
@@ -157,10 +198,12 @@ mod link;
 mod publish;
 mod subscribe;
 mod topology;
+mod uri;
 
 pub use backend::RabbitMq;
 pub use config::{QueueType, RabbitMqConfig, TopicKind};
 pub use publish::RabbitMqPublisher;
 pub use subscribe::RabbitMqSubscriber;
+pub use uri::URL_OPTIONS;
 
 pub use lapin;

@@ -5,13 +5,15 @@
 //! |---|---|
 //! | topic `T` | durable exchange `T` (fanout, or topic with queues bound by `#`) |
 //! | subscription `S` on `T` | durable queue `S` (quorum by default) bound to `T` |
-//! | dead letters of `S` | fanout exchange `S.dlx`, the queue's dead-letter exchange, bound to queue `S-dlq` (or the name the spec gives) |
-//! | delayed nack of `S` by `d` ms | classic queue `S.delay.d` with message TTL `d` that dead-letters back to `S` through the default exchange, and expires when unused |
-//! | delayed publish to `T` by `d` ms | classic queue `T.publish-delay.d`, dead-lettering into exchange `T` |
+//! | dead letters of `S` | fanout exchange `S.dlx` (`S`'s dead-letter exchange) → queue `S-dlq` |
+//! | nack of `S` delayed `d` ms | classic queue `S.delay.d`, TTL `d`, dead-lettering back to `S` |
+//! | publish to `T` delayed `d` ms | classic queue `T.publish-delay.d`, dead-lettering into `T` |
 //!
-//! Delay queues hold each message for exactly its TTL, so nothing arrives early. Their
-//! `x-expires` is twice the delay plus a minute and every use re-declares them, so an
-//! idle one disappears by itself but never while it still holds a message.
+//! The dead-letter queue takes the spec's name if it gives one. A delay queue
+//! dead-letters through the default exchange (or into the topic's exchange) and holds
+//! each message for exactly its TTL, so nothing arrives early. Its `x-expires` is twice
+//! the delay plus a minute and every use re-declares it, so an idle one disappears by
+//! itself but never while it still holds a message.
 
 use std::time::Duration;
 
