@@ -40,8 +40,17 @@ pub struct RabbitMq {
 struct Inner {
     link: Arc<Link>,
     caps: Capabilities,
-    /// Dead-letter queue names given in specs this process created, by subscription.
-    dead_letter_names: Mutex<HashMap<String, String>>,
+    /// What the specs of subscriptions this process created say, by subscription.
+    created: Mutex<HashMap<String, Created>>,
+}
+
+/// What a dead-letter subscriber needs from the spec its subscription was created with.
+#[derive(Clone)]
+struct Created {
+    /// The dead-letter queue's name.
+    dead_letters: String,
+    /// The spec's `max_delivery_attempts`, which the queue's delivery limit enforces.
+    max_attempts: Option<u32>,
 }
 
 impl RabbitMq {
@@ -93,7 +102,7 @@ impl RabbitMq {
             inner: Arc::new(Inner {
                 link,
                 caps,
-                dead_letter_names: Mutex::default(),
+                created: Mutex::default(),
             }),
         })
     }
@@ -137,19 +146,17 @@ impl RabbitMq {
         self.config().queue_type
     }
 
-    fn dead_letter_queue(&self, subscription: &str) -> String {
-        let names = self.names();
-        names
-            .get(subscription)
-            .cloned()
-            .unwrap_or_else(|| SubscriptionSpec::new("", subscription).dead_letter_name())
+    /// What `subscription` was created with: by this process, or else the defaults.
+    fn created(&self, subscription: &str) -> Created {
+        let created = self.created_lock().get(subscription).cloned();
+        created.unwrap_or_else(|| Created {
+            dead_letters: SubscriptionSpec::new("", subscription).dead_letter_name(),
+            max_attempts: None,
+        })
     }
 
-    fn names(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.inner
-            .dead_letter_names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    fn created_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Created>> {
+        self.inner.created.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn check_spec(&self, spec: &SubscriptionSpec) -> Result<()> {
@@ -179,6 +186,7 @@ impl RabbitMq {
             queue,
             dead_letter_exchange,
             counted: self.queue_type() == QueueType::Quorum,
+            delivery_limit: None,
         }
     }
 
@@ -224,8 +232,11 @@ impl Backend for RabbitMq {
         done(channel).await;
 
         declared?;
-        self.names()
-            .insert(spec.name.clone(), spec.dead_letter_name());
+        let created = Created {
+            dead_letters: spec.dead_letter_name(),
+            max_attempts: spec.max_delivery_attempts,
+        };
+        self.created_lock().insert(spec.name.clone(), created);
         Ok(())
     }
 
@@ -259,19 +270,23 @@ impl Backend for RabbitMq {
 
     async fn dead_letter_subscriber(&self, subscription: &str) -> Result<Subscriber> {
         check_name("subscription", subscription)?;
-        let queue = self.dead_letter_queue(subscription);
+        let created = self.created(subscription);
         let channel = self.channel().await?;
 
-        let found = topology::check_queue(&channel, &queue).await;
+        let found = topology::check_queue(&channel, &created.dead_letters).await;
         done(channel).await;
         found?;
 
-        Ok(self.subscriber_on(self.source(queue, None)))
+        let source = Source {
+            delivery_limit: created.max_attempts,
+            ..self.source(created.dead_letters, None)
+        };
+        Ok(self.subscriber_on(source))
     }
 
     async fn delete_subscription(&self, subscription: &str) -> Result<()> {
         check_name("subscription", subscription)?;
-        let dead_letters = self.dead_letter_queue(subscription);
+        let dead_letters = self.created(subscription).dead_letters;
         let channel = self.channel().await?;
 
         let deleted = async {
@@ -283,7 +298,7 @@ impl Backend for RabbitMq {
         done(channel).await;
 
         deleted?;
-        self.names().remove(subscription);
+        self.created_lock().remove(subscription);
         Ok(())
     }
 

@@ -20,6 +20,8 @@ use wharf_core::dead_letter::{self, millis, parse_millis};
 use wharf_core::message::CONTENT_TYPE;
 use wharf_core::{Attributes, Error, Message, Result};
 
+use crate::subscribe::Source;
+
 /// When the message was first published, in milliseconds; the AMQP timestamp property
 /// only holds whole seconds.
 pub(crate) const PUBLISHED_AT: &str = "wharf-published-at";
@@ -149,16 +151,16 @@ pub(crate) struct Incoming {
     pub(crate) carry: Carry,
 }
 
-/// Reads a delivery. `counted` says whether the queue keeps `x-delivery-count`; where
-/// it does not, a redelivered message counts as one earlier attempt.
-pub(crate) fn incoming(delivery: Delivery, counted: bool) -> Incoming {
+/// Reads a delivery from `source`. Where the queue keeps no `x-delivery-count`, a
+/// redelivered message counts as one earlier attempt.
+pub(crate) fn incoming(delivery: Delivery, source: &Source) -> Incoming {
     let table = delivery.properties.headers().clone().unwrap_or_default();
     let table = table.inner();
     let number = |key: &str| table.get(key).and_then(as_u64);
 
     let returned = match number(DELIVERY_COUNT) {
         Some(count) => count,
-        None if !counted && delivery.redelivered => 1,
+        None if !source.counted && delivery.redelivered => 1,
         None => 0,
     };
     let prior = number(PRIOR_ATTEMPTS).unwrap_or(0);
@@ -180,7 +182,7 @@ pub(crate) fn incoming(delivery: Delivery, counted: bool) -> Incoming {
         id: id
             .clone()
             .unwrap_or_else(|| format!("rabbitmq-{}", uuid::Uuid::now_v7())),
-        attributes: attributes(table, &delivery.properties),
+        attributes: attributes(table, &delivery.properties, prior, source.delivery_limit),
         payload: Bytes::from(delivery.data),
         attempt,
         carry: Carry {
@@ -195,6 +197,8 @@ pub(crate) fn incoming(delivery: Delivery, counted: bool) -> Incoming {
 fn attributes(
     table: &std::collections::BTreeMap<ShortString, AMQPValue>,
     properties: &BasicProperties,
+    prior: u64,
+    delivery_limit: Option<u32>,
 ) -> Attributes {
     let mut attributes: Attributes = table
         .iter()
@@ -208,16 +212,23 @@ fn attributes(
             .or_insert_with(|| content_type.to_string());
     }
     if !attributes.contains_key(dead_letter::REASON) {
-        add_broker_envelope(table, &mut attributes);
+        add_broker_envelope(table, &mut attributes, prior, delivery_limit);
     }
     attributes
 }
 
 /// A message the broker itself dead-lettered (delivery limit, rejection, queue length)
 /// gets the same envelope wharf writes, built from the newest `x-death` entry.
+///
+/// The attempts are known only for the delivery limit, and only with the limit: the
+/// broker does not carry the source queue's delivery count over (an `x-delivery-count`
+/// here is the dead-letter queue's own), so they are the limit's deliveries plus those
+/// of earlier copies (`prior`).
 fn add_broker_envelope(
     table: &std::collections::BTreeMap<ShortString, AMQPValue>,
     attributes: &mut Attributes,
+    prior: u64,
+    delivery_limit: Option<u32>,
 ) {
     let Some(AMQPValue::FieldArray(deaths)) = table.get(DEATHS) else {
         return;
@@ -241,8 +252,11 @@ fn add_broker_envelope(
     if let Some(queue) = field("queue") {
         attributes.insert(dead_letter::SOURCE.to_owned(), queue);
     }
-    if let Some(count) = table.get(DELIVERY_COUNT).and_then(as_u64) {
-        attributes.insert(dead_letter::ATTEMPTS.to_owned(), (count + 1).to_string());
+    if reason == "delivery_limit"
+        && let Some(limit) = delivery_limit
+    {
+        let attempts = prior + u64::from(limit);
+        attributes.insert(dead_letter::ATTEMPTS.to_owned(), attempts.to_string());
     }
 }
 

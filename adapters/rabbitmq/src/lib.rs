@@ -119,8 +119,12 @@
 //!
 //! A message the broker dead-letters by itself (delivery limit, or a rejection by
 //! another client) arrives in the dead-letter queue with its `x-death` record turned
-//! into wharf's envelope attributes (`wharf-dead-letter-reason`, `wharf-source`,
-//! `wharf-attempts`), so [`wharf_core::Envelope`] reads it like an explicit one.
+//! into wharf's envelope attributes (`wharf-dead-letter-reason`, `wharf-source`), so
+//! [`wharf_core::Envelope`] reads it like an explicit one. `wharf-attempts` is there
+//! for the delivery limit when the backend created the subscription itself: the broker
+//! does not carry the work queue's delivery count over, so the attempts come from the
+//! spec's `max_delivery_attempts`. A subscription created elsewhere, or a rejection by
+//! another client, leaves the attempts out.
 //!
 //! # Configuration and credentials
 //!

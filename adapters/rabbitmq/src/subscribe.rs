@@ -78,6 +78,10 @@ pub(crate) struct Source {
     pub(crate) dead_letter_exchange: Option<String>,
     /// Whether the queue keeps `x-delivery-count` (quorum queues do).
     pub(crate) counted: bool,
+    /// For a dead-letter queue: the deliveries one copy of a message gets before the
+    /// broker's delivery limit dead-letters it, if this process created the
+    /// subscription and so knows its spec.
+    pub(crate) delivery_limit: Option<u32>,
 }
 
 /// wharf's [`SubscriptionDriver`] for one RabbitMQ queue.
@@ -138,7 +142,7 @@ impl RabbitMqSubscriber {
 
     fn raw(&self, arrival: Arrival) -> RawDelivery {
         let acker = arrival.delivery.acker.clone();
-        let incoming = headers::incoming(arrival.delivery, self.source.counted);
+        let incoming = headers::incoming(arrival.delivery, &self.source);
         let receipt = Receipt {
             acker,
             _channel: arrival.channel,
@@ -461,7 +465,7 @@ impl ConsumeLoop {
     /// settled or dropped.
     async fn session(&mut self) -> Result<Ended> {
         let channel = self.open().await?;
-        self.drop_dead().await;
+        self.drop_dead();
         let mut consumer = self.consume(&channel).await?;
         self.set_fault(None);
 
@@ -508,9 +512,13 @@ impl ConsumeLoop {
     }
 
     /// Drops the deliveries of a dead channel still in the buffer, so that they leave
-    /// room for the new consumer's; the broker has put them back already.
-    async fn drop_dead(&self) {
-        let mut buffer = self.buffer.lock().await;
+    /// room for the new consumer's; the broker has put them back already. A receive in
+    /// progress holds the buffer and skips them itself: waiting for it would deadlock,
+    /// as it waits for this consumer.
+    fn drop_dead(&self) {
+        let Ok(mut buffer) = self.buffer.try_lock() else {
+            return;
+        };
         let mut alive = Vec::new();
         while let Ok(arrival) = buffer.try_recv() {
             if !arrival.delivery.acker.poisoned() {
@@ -608,7 +616,7 @@ impl ConsumeLoop {
 
     async fn release_one(&self, delivery: Delivery) {
         let acker = delivery.acker.clone();
-        let incoming = headers::incoming(delivery, self.source.counted);
+        let incoming = headers::incoming(delivery, &self.source);
         let carry = Carry {
             id: Some(incoming.id.clone()),
             prior_attempts: incoming.attempt.saturating_sub(1),
