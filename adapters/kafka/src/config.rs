@@ -36,13 +36,22 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Deliveries buffered ahead of `receive` before the consumer pauses its partitions.
-pub const DEFAULT_RECEIVE_BUFFER: usize = 1_000;
+/// Pausing and resuming costs a fetch round trip (up to `fetch.wait.max.ms`) during which
+/// nothing new arrives, so the buffer is large enough to hide that from a fast consumer.
+pub const DEFAULT_RECEIVE_BUFFER: usize = 10_000;
+
+/// Payload bytes buffered ahead of `receive` before the consumer pauses its partitions,
+/// whatever `receive_buffer` says: wharf's bound on a subscriber's buffer memory.
+pub const RECEIVE_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 
 /// How long admin and metadata requests may take.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The compacted topic holding each subscription's settings.
 pub const DEFAULT_REGISTRY_TOPIC: &str = "wharf-subscriptions";
+
+/// librdkafka's `fetch.wait.max.ms` for consumers, unless a consumer property overrides it.
+const FETCH_WAIT_MS: &str = "100";
 
 /// Properties wharf sets itself; overriding them would break its guarantees.
 const MANAGED: [&str; 9] = [
@@ -276,7 +285,12 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", session)
-            .set("heartbeat.interval.ms", heartbeat);
+            .set("heartbeat.interval.ms", heartbeat)
+            // librdkafka sends one fetch at a time per broker, and the broker holds an
+            // empty one for up to this long. Resuming paused partitions waits for that
+            // fetch to return, so the 500 ms default stalls a consumer that catches up
+            // on a backlog; 100 ms keeps the stall short for a few idle fetches a second.
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS);
         for (key, value) in &self.consumer {
             config.set(key, value);
         }

@@ -45,8 +45,11 @@
 //!
 //! Long handlers are safe: the poll thread keeps calling poll whatever handlers do, so
 //! `max.poll.interval.ms` (librdkafka's default of 5 minutes) is never exceeded and the
-//! consumer stays in its group. When `receive` falls `receive_buffer` deliveries behind,
-//! the thread pauses the partitions rather than stop polling. Kafka has no per-message
+//! consumer stays in its group. When `receive` falls `receive_buffer` deliveries (10,000)
+//! or [`RECEIVE_BUFFER_BYTES`] (64 MiB of payload) behind, the thread pauses the
+//! partitions rather than stop polling, and resumes them at half. Resuming waits for the
+//! fetch in flight (`fetch.wait.max.ms`, which wharf sets to 100 ms), a pause a large
+//! buffer hides from all but the fastest consumers. Kafka has no per-message
 //! lease: a record stays with its consumer for as long as its partition is assigned, so
 //! `lease_expiry` is false and [`extend_lease`](wharf_core::Delivery::extend_lease)
 //! returns `Unsupported`; the worker's keep-alive skips it. The subscription's `lease`
@@ -62,9 +65,12 @@
 //!
 //! A newly created subscription starts at the end of its topic: it receives what is
 //! published after `create_subscription`, as on the other backends, not the topic's
-//! history. A consumer group's first join takes about half of `session.timeout.ms`
-//! (6 s here, the broker's minimum), so the first delivery of a fresh subscriber takes a
-//! few seconds.
+//! history. Joining a consumer group takes time: the first member of a group waits for
+//! the broker's `group.initial.rebalance.delay.ms` (3 s by default; wharf's test broker
+//! sets 0 and then joins in well under a second), and a member joining a group that
+//! already has members waits for them to learn of the rebalance at their next heartbeat
+//! (every 2 s, a third of the 6 s `session.timeout.ms`). The first delivery of a fresh
+//! subscriber may therefore take a few seconds.
 //!
 //! Broker restarts: librdkafka reconnects by itself. Publishes issued meanwhile wait for
 //! the broker (up to `message.timeout.ms`, 5 minutes by default) and confirmed ones are
@@ -143,7 +149,7 @@
 //! | `session_timeout` | consumer group session timeout | 6s |
 //! | `commit_interval` | how often settled offsets are committed | 500ms |
 //! | `idle_timeout` | how long a subscriber nobody receives from stays in its group | 10s |
-//! | `receive_buffer` | deliveries buffered ahead of `receive` | 1000 |
+//! | `receive_buffer` | deliveries buffered ahead of `receive` (at most 64 MiB) | 10000 |
 //! | `operation_timeout` | admin and metadata requests | 30s |
 //! | `registry_topic` | compacted topic holding subscription settings | `wharf-subscriptions` |
 //! | `client_id` | librdkafka `client.id` | `rdkafka` |
@@ -202,7 +208,7 @@ pub use backend::KafkaBackend;
 pub use config::{
     BROKERS_ENV, DEFAULT_BROKERS, DEFAULT_COMMIT_INTERVAL, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_OPERATION_TIMEOUT, DEFAULT_PARTITIONS, DEFAULT_RECEIVE_BUFFER, DEFAULT_REGISTRY_TOPIC,
-    DEFAULT_SESSION_TIMEOUT, KafkaConfig,
+    DEFAULT_SESSION_TIMEOUT, KafkaConfig, RECEIVE_BUFFER_BYTES,
 };
 pub use producer::{KafkaTopic, LogContext};
 pub use rdkafka;

@@ -325,12 +325,18 @@ fn delivery(
 /// Pauses every partition while `receive` is a full buffer behind, and the retry
 /// partitions while too many retries wait for their time; resumes at half.
 fn control_flow(consumer: &BaseConsumer<PollContext>, settings: &PollSettings, flow: &mut Flow) {
-    let (ready, held, reapply) = {
+    let (ready, bytes, held, reapply) = {
         let mut state = consumer.context().shared.lock();
         let reapply = std::mem::take(&mut state.reapply_pause);
-        (state.ready_len(), state.held_len(), reapply)
+        (
+            state.ready_len(),
+            state.ready_bytes(),
+            state.held_len(),
+            reapply,
+        )
     };
-    let all = hysteresis(flow.all, ready, settings.capacity);
+    let all = hysteresis(flow.all, ready, settings.capacity)
+        || hysteresis(flow.all, bytes, crate::config::RECEIVE_BUFFER_BYTES);
     let retry = hysteresis(flow.retry, held, HELD_LIMIT);
     let changed = all != flow.all || retry != flow.retry;
     if !changed && !(reapply && (all || retry)) {
@@ -345,6 +351,7 @@ fn control_flow(consumer: &BaseConsumer<PollContext>, settings: &PollSettings, f
         paused_all = all,
         paused_retry = retry,
         ready,
+        bytes,
         held,
         "flow control changed"
     );

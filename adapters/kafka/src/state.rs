@@ -60,6 +60,12 @@ pub(crate) struct Pending {
     pub(crate) generation: u64,
 }
 
+impl Pending {
+    fn bytes(&self) -> usize {
+        self.raw.payload.len()
+    }
+}
+
 /// A retried delivery waiting for its not-before time.
 #[derive(Debug)]
 struct Held {
@@ -96,6 +102,8 @@ pub(crate) struct State {
     pub(crate) assigned: HashMap<PartitionKey, Assigned>,
     next_generation: u64,
     ready: VecDeque<Pending>,
+    /// Payload bytes of the deliveries in `ready`.
+    ready_bytes: usize,
     held: BinaryHeap<Held>,
     held_sequence: u64,
     /// An asynchronous commit failed: send every commit point again.
@@ -140,6 +148,7 @@ impl State {
 
         self.ready
             .retain(|pending| !partitions.contains(&pending.partition));
+        self.ready_bytes = self.ready.iter().map(Pending::bytes).sum();
         self.held
             .retain(|held| !partitions.contains(&held.pending.partition));
         points
@@ -164,7 +173,7 @@ impl State {
                     pending,
                 });
             }
-            _ => self.ready.push_back(pending),
+            _ => self.push_ready(pending),
         }
     }
 
@@ -173,7 +182,7 @@ impl State {
         let mut moved = false;
         while self.held.peek().is_some_and(|held| held.due <= now) {
             if let Some(held) = self.held.pop() {
-                self.ready.push_back(held.pending);
+                self.push_ready(held.pending);
                 moved = true;
             }
         }
@@ -190,6 +199,16 @@ impl State {
         self.ready.len()
     }
 
+    /// Payload bytes of the deliveries ready for `receive`.
+    pub(crate) fn ready_bytes(&self) -> usize {
+        self.ready_bytes
+    }
+
+    fn push_ready(&mut self, pending: Pending) {
+        self.ready_bytes += pending.bytes();
+        self.ready.push_back(pending);
+    }
+
     /// Retried deliveries waiting to be due.
     pub(crate) fn held_len(&self) -> usize {
         self.held.len()
@@ -202,6 +221,7 @@ impl State {
             let Some(pending) = self.ready.pop_front() else {
                 break;
             };
+            self.ready_bytes = self.ready_bytes.saturating_sub(pending.bytes());
             if self.is_current(&pending.partition, pending.generation) {
                 taken.push(pending.raw);
             }
@@ -461,5 +481,23 @@ mod tests {
         state.accept(pending(0, generation), None);
 
         assert!(!state.wants_membership(idle, start + idle * 2));
+    }
+
+    #[test]
+    fn ready_bytes_follow_what_is_buffered() {
+        let mut state = State::default();
+        state.assign(vec![partition()]);
+        for (offset, size) in [(0, 100), (1, 30)] {
+            let generation = state.delivered(&partition(), offset).unwrap();
+            let mut buffered = pending(offset, generation);
+            buffered.raw.payload = Bytes::from(vec![0; size]);
+            state.accept(buffered, None);
+        }
+        assert_eq!(state.ready_bytes(), 130);
+
+        state.take(1);
+        assert_eq!(state.ready_bytes(), 30);
+        state.revoke(&[partition()]);
+        assert_eq!(state.ready_bytes(), 0);
     }
 }
