@@ -41,6 +41,7 @@ use crate::topic::{SqsTopic, whole_seconds};
 #[derive(Clone)]
 pub struct SqsBackend {
     queues: Queues,
+    content_based_deduplication: bool,
 }
 
 impl SqsBackend {
@@ -49,13 +50,15 @@ impl SqsBackend {
     pub async fn connect(config: &SqsConfig) -> Self {
         let sdk = config.load().await;
         Self::from_client(Client::new(&sdk))
+            .content_based_deduplication(config.content_based_deduplication)
     }
 
     /// A backend configured by an `sqs://` URL; see [`SqsConfig::from_url`].
     ///
     /// # Errors
     ///
-    /// [`Config`](wharf_core::ErrorKind::Config) for a malformed URL.
+    /// [`Config`](wharf_core::ErrorKind::Config) for a malformed URL, an unknown option or
+    /// a value an option does not take.
     pub async fn from_url(url: &str) -> Result<Self> {
         Ok(Self::connect(&SqsConfig::from_url(url)?).await)
     }
@@ -64,7 +67,17 @@ impl SqsBackend {
     pub fn from_client(client: Client) -> Self {
         Self {
             queues: Queues::new(client),
+            content_based_deduplication: false,
         }
+    }
+
+    /// Makes the FIFO queues this backend creates derive deduplication ids from the
+    /// message body (SQS's `ContentBasedDeduplication`); see
+    /// [`SqsConfig::content_based_deduplication`].
+    #[must_use]
+    pub fn content_based_deduplication(mut self, on: bool) -> Self {
+        self.content_based_deduplication = on;
+        self
     }
 
     /// The SDK client, for what wharf does not cover (purging, queue policies, tags,
@@ -131,8 +144,25 @@ impl SqsBackend {
         ))
     }
 
+    /// The attributes that make a queue FIFO, for names ending in `.fifo`, with
+    /// content-based deduplication if this backend is configured so.
+    fn kind_attributes(&self, name: &str) -> HashMap<QueueAttributeName, String> {
+        let mut attributes = HashMap::new();
+        if !is_fifo(name) {
+            return attributes;
+        }
+        attributes.insert(QueueAttributeName::FifoQueue, "true".to_owned());
+        // Only asked for when wanted: CreateQueue on an existing queue fails when an
+        // attribute it names differs, and off is SQS's default anyway.
+        if self.content_based_deduplication {
+            let name = QueueAttributeName::ContentBasedDeduplication;
+            attributes.insert(name, "true".to_owned());
+        }
+        attributes
+    }
+
     async fn create_dead_letter_queue(&self, name: &str) -> Result<String> {
-        let url = self.queues.create(name, kind_attributes(name)).await?;
+        let url = self.queues.create(name, self.kind_attributes(name)).await?;
         let retention = HashMap::from([(
             QueueAttributeName::MessageRetentionPeriod,
             MAX_RETENTION.as_secs().to_string(),
@@ -158,7 +188,9 @@ impl Backend for SqsBackend {
     }
 
     async fn create_topic(&self, topic: &str) -> Result<()> {
-        self.queues.create(topic, kind_attributes(topic)).await?;
+        self.queues
+            .create(topic, self.kind_attributes(topic))
+            .await?;
         Ok(())
     }
 
@@ -169,7 +201,7 @@ impl Backend for SqsBackend {
         let dead_letter_arn = self.create_dead_letter_queue(&dead_letter).await?;
         let url = self
             .queues
-            .create(&spec.name, kind_attributes(&spec.name))
+            .create(&spec.name, self.kind_attributes(&spec.name))
             .await?;
 
         let mut attributes = HashMap::from([(
@@ -227,15 +259,6 @@ impl Backend for SqsBackend {
     }
 }
 
-/// The attributes that make a queue FIFO, for names ending in `.fifo`.
-fn kind_attributes(name: &str) -> HashMap<QueueAttributeName, String> {
-    if is_fifo(name) {
-        HashMap::from([(QueueAttributeName::FifoQueue, "true".to_owned())])
-    } else {
-        HashMap::new()
-    }
-}
-
 fn check_spec(spec: &SubscriptionSpec) -> Result<()> {
     if spec.name != spec.topic {
         return Err(Error::unsupported(
@@ -268,6 +291,10 @@ impl fmt::Debug for SqsBackend {
         let config = self.client().config();
         f.debug_struct("SqsBackend")
             .field("region", &config.region().map(|r| r.as_ref()))
+            .field(
+                "content_based_deduplication",
+                &self.content_based_deduplication,
+            )
             .finish_non_exhaustive()
     }
 }

@@ -10,7 +10,7 @@ use std::fmt;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sqs::config::{Credentials, Region};
 use serde::Deserialize;
-use wharf_core::{Error, ErrorKind, Result};
+use wharf_core::Result;
 
 /// How to reach SQS. Every field is optional: unset ones come from the standard AWS
 /// configuration chain.
@@ -36,6 +36,15 @@ pub struct SqsConfig {
     /// Fixed credentials instead of the credential chain; meant for emulators.
     #[serde(default)]
     pub credentials: Option<StaticCredentials>,
+    /// The profile of the shared AWS configuration files to read, instead of
+    /// `AWS_PROFILE` or `default`.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Whether FIFO queues that wharf creates derive deduplication ids from the message
+    /// body (SQS's `ContentBasedDeduplication`). Off by default: wharf then makes a
+    /// unique id for every message without one, so equal messages are all delivered.
+    #[serde(default)]
+    pub content_based_deduplication: bool,
 }
 
 /// An access key pair, for emulators that accept any key.
@@ -82,60 +91,40 @@ impl SqsConfig {
         self
     }
 
-    /// Reads a configuration from a URL:
+    /// Reads the profile `profile` of the shared AWS configuration files.
+    #[must_use]
+    pub fn profile(mut self, profile: impl Into<String>) -> Self {
+        self.profile = Some(profile.into());
+        self
+    }
+
+    /// Makes the FIFO queues wharf creates derive deduplication ids from the body.
+    #[must_use]
+    pub fn content_based_deduplication(mut self, on: bool) -> Self {
+        self.content_based_deduplication = on;
+        self
+    }
+
+    /// Reads a configuration from an `sqs://` URL; the crate documentation's `# URL`
+    /// section lists the options.
     ///
-    /// - `sqs://` or `sqs://aws?region=eu-west-1`: AWS itself, with the standard chain;
-    /// - `sqs://HOST:PORT?region=us-east-1`: an emulator at `http://HOST:PORT`
-    ///   (`&tls=true` for `https`); `sqs://KEY:SECRET@HOST:PORT` adds static credentials.
+    /// ```
+    /// use wharf_sqs::SqsConfig;
+    ///
+    /// let config = SqsConfig::from_url("sqs://test:s3cret@127.0.0.1:4566?region=us-east-1")?;
+    /// assert_eq!(config.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
+    /// assert!(!format!("{config:?}").contains("s3cret"));
+    /// # Ok::<(), wharf_core::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`Config`](ErrorKind::Config) for a malformed URL or an unknown query parameter;
-    /// the message never repeats the secret.
+    /// [`Config`](wharf_core::ErrorKind::Config) for another scheme, a malformed URL, an unknown
+    /// option (naming it and listing the accepted ones), a value an option does not
+    /// accept (naming the option and what it takes), an endpoint given twice, or half
+    /// a key pair. No error repeats the secret key.
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| config_error(format!("the SQS URL is malformed: {e}")))?;
-        if parsed.scheme() != "sqs" {
-            return Err(config_error(format!(
-                "an SQS URL starts with sqs://, not {}://",
-                parsed.scheme()
-            )));
-        }
-
-        let mut config = Self::new();
-        let mut tls = false;
-        for (key, value) in parsed.query_pairs() {
-            match &*key {
-                "region" => config.region = Some(value.into_owned()),
-                "tls" => tls = value == "true",
-                other => {
-                    return Err(config_error(format!(
-                        "unknown SQS URL parameter `{other}`; known: region, tls"
-                    )));
-                }
-            }
-        }
-        config.apply_host(&parsed, tls);
-        Ok(config)
-    }
-
-    fn apply_host(&mut self, parsed: &url::Url, tls: bool) {
-        let host = parsed.host_str().unwrap_or_default();
-        if host.is_empty() || host == "aws" {
-            return;
-        }
-
-        let scheme = if tls { "https" } else { "http" };
-        self.endpoint = Some(match parsed.port() {
-            Some(port) => format!("{scheme}://{host}:{port}"),
-            None => format!("{scheme}://{host}"),
-        });
-        if !parsed.username().is_empty() {
-            self.credentials = Some(StaticCredentials {
-                access_key_id: decoded(parsed.username()),
-                secret_access_key: decoded(parsed.password().unwrap_or_default()),
-            });
-        }
+        crate::url_config::parse(url)
     }
 
     /// Loads the AWS configuration: this one's settings over the standard chain.
@@ -143,6 +132,9 @@ impl SqsConfig {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(endpoint) = &self.endpoint {
             loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(profile) = &self.profile {
+            loader = loader.profile_name(profile);
         }
         if let Some(region) = &self.region {
             loader = loader.region(Region::new(region.clone()));
@@ -160,18 +152,6 @@ impl SqsConfig {
     }
 }
 
-fn decoded(text: &str) -> String {
-    url::form_urlencoded::parse(text.as_bytes())
-        .map(|(k, v)| if v.is_empty() { k } else { v })
-        .next()
-        .map(|t| t.into_owned())
-        .unwrap_or_default()
-}
-
-fn config_error(message: String) -> Error {
-    Error::new(ErrorKind::Config, message)
-}
-
 /// Hand-written so the secret key never reaches a log.
 impl fmt::Debug for SqsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -179,6 +159,11 @@ impl fmt::Debug for SqsConfig {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("credentials", &self.credentials)
+            .field("profile", &self.profile)
+            .field(
+                "content_based_deduplication",
+                &self.content_based_deduplication,
+            )
             .finish()
     }
 }
@@ -190,39 +175,5 @@ impl fmt::Debug for StaticCredentials {
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"****")
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_emulator_url_sets_endpoint_region_and_credentials() {
-        let config =
-            SqsConfig::from_url("sqs://test:s3cret@127.0.0.1:4566?region=us-east-1").unwrap();
-
-        assert_eq!(config.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
-        assert_eq!(config.region.as_deref(), Some("us-east-1"));
-        let credentials = config.credentials.as_ref().unwrap();
-        assert_eq!(credentials.secret_access_key, "s3cret");
-        assert!(!format!("{config:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn a_bare_url_means_aws_and_the_standard_chain() {
-        let config = SqsConfig::from_url("sqs://aws?region=eu-west-1").unwrap();
-
-        assert_eq!(config.endpoint, None);
-        assert!(config.credentials.is_none());
-        assert_eq!(config.region.as_deref(), Some("eu-west-1"));
-    }
-
-    #[test]
-    fn unknown_url_parameters_are_refused() {
-        let error = SqsConfig::from_url("sqs://aws?regoin=eu-west-1").unwrap_err();
-
-        assert_eq!(error.kind(), ErrorKind::Config);
-        assert!(error.to_string().contains("regoin"), "{error}");
     }
 }

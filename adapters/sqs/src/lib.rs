@@ -102,12 +102,35 @@
 //!
 //! [`SqsConfig`] sets an endpoint, a region and, for emulators, static credentials;
 //! everything unset comes from the standard AWS chain (environment, shared files, SSO,
-//! web identity, container and instance metadata). [`SqsConfig::from_url`] reads
-//! `sqs://` URLs. Credentials are never logged, and `Debug` of the configuration hides
+//! web identity, container and instance metadata), or the shared-file profile
+//! [`SqsConfig::profile`] names. [`SqsConfig::from_url`] reads `sqs://` URLs (see
+//! [URL](#url)). Credentials are never logged, and `Debug` of the configuration hides
 //! the secret key. The SDK's own retry policy (standard mode, three attempts) handles
 //! transient failures of whole calls; wharf adds none on top. The one retry wharf makes
 //! is of single `SendMessageBatch` entries SQS failed on its side, which the SDK never
 //! retries, twice at most.
+//!
+//! # URL
+//!
+//! [`SqsBackend::from_url`] (and so `wharf::connect`) and [`SqsConfig::from_url`] read
+//! `sqs://[KEY:SECRET@][HOST[:PORT]][?option=value&...]`. No host, or the host `aws`,
+//! means AWS itself with the standard credential chain; any other host is an emulator
+//! reached at `http://HOST:PORT`, such as LocalStack at
+//! `sqs://test:test@127.0.0.1:4566?region=us-east-1`. A percent-encoded `KEY:SECRET`
+//! becomes static credentials; the secret never appears in errors, logs or `Debug`.
+//! wharf's own options ([`wharf_core::url_options`], such as `subscription` or `lease`)
+//! are skipped; any other option not in this table is refused with
+//! [`Config`](wharf_core::ErrorKind::Config), naming it and listing [`URL_OPTIONS`], and
+//! so is an option given twice. FIFO is not an option: a queue is FIFO when its name
+//! ends in `.fifo`.
+//!
+//! | Option | Meaning | Default |
+//! |---|---|---|
+//! | `region` | the AWS region, such as `eu-west-1` | `AWS_REGION` or the profile's |
+//! | `endpoint` | an `http(s)://` endpoint replacing AWS's; not with a host | host, else AWS |
+//! | `tls` | `true` reaches the host over `https`; only with a host | `false` |
+//! | `profile` | the profile of the shared AWS configuration files | `AWS_PROFILE`, `default` |
+//! | `content_based_deduplication` | FIFO queues wharf creates dedupe by body | `false` |
 //!
 //! # Reaching the native client
 //!
@@ -146,12 +169,14 @@ pub mod limits;
 mod queue;
 mod subscription;
 mod topic;
+mod url_config;
 mod wire;
 
 pub use backend::SqsBackend;
 pub use config::{SqsConfig, StaticCredentials};
 pub use subscription::SqsSubscription;
 pub use topic::SqsTopic;
+pub use url_config::{SCHEME, URL_OPTIONS};
 pub use wire::BOOKKEEPING;
 
 /// The SDK this adapter is built on, for callers who need its types.

@@ -365,7 +365,11 @@ mod tests {
 
         let outgoing = encode(&message).unwrap();
 
-        assert!(outgoing.wire_bytes <= MAX_MESSAGE_BYTES, "{}", outgoing.wire_bytes);
+        assert!(
+            outgoing.wire_bytes <= MAX_MESSAGE_BYTES,
+            "{}",
+            outgoing.wire_bytes
+        );
     }
 
     #[test]
