@@ -46,3 +46,87 @@ pub async fn raw_client() -> Client {
 pub fn unique(prefix: &str) -> String {
     format!("wharf-sqs-{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+
+/// A queue created for one test, with its publisher and subscriber.
+pub struct TestQueue {
+    pub backend: SqsBackend,
+    pub name: String,
+    pub publisher: wharf_core::Publisher,
+    pub subscriber: wharf_core::Subscriber,
+}
+
+impl TestQueue {
+    /// A fresh queue named after `prefix` (FIFO if `suffix` is `.fifo`), leased for
+    /// `lease`, with `spec` adjusting the subscription before it is created.
+    pub async fn with(
+        prefix: &str,
+        suffix: &str,
+        lease: std::time::Duration,
+        spec: impl FnOnce(wharf_core::SubscriptionSpec) -> wharf_core::SubscriptionSpec,
+    ) -> Self {
+        use wharf_core::Backend;
+
+        let backend = backend().await;
+        let name = format!("{}{suffix}", unique(prefix));
+        backend.create_topic(&name).await.expect("topic created");
+        let base = wharf_core::SubscriptionSpec::new(&name, &name).lease(lease);
+        backend
+            .create_subscription(&spec(base))
+            .await
+            .expect("subscription created");
+
+        Self {
+            publisher: backend.publisher(&name).await.expect("publisher"),
+            subscriber: backend.subscriber(&name).await.expect("subscriber"),
+            backend,
+            name,
+        }
+    }
+
+    /// A standard queue with a 30 s lease.
+    pub async fn standard(prefix: &str) -> Self {
+        Self::with(prefix, "", std::time::Duration::from_secs(30), |s| s).await
+    }
+
+    /// Receives until `count` deliveries arrived or `within` passed.
+    pub async fn receive(
+        &self,
+        count: usize,
+        within: std::time::Duration,
+    ) -> Vec<wharf_core::Delivery> {
+        receive_from(&self.subscriber, count, within).await
+    }
+
+    /// Deletes the queue and its dead-letter queue.
+    pub async fn delete(self) {
+        use wharf_core::Backend;
+
+        self.backend
+            .delete_subscription(&self.name)
+            .await
+            .expect("queues deleted");
+    }
+}
+
+/// Receives from `subscriber` until `count` deliveries arrived or `within` passed.
+pub async fn receive_from(
+    subscriber: &wharf_core::Subscriber,
+    count: usize,
+    within: std::time::Duration,
+) -> Vec<wharf_core::Delivery> {
+    let deadline = std::time::Instant::now() + within;
+    let mut received = Vec::new();
+    while received.len() < count {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let wait = left.min(std::time::Duration::from_secs(2));
+        let batch = subscriber
+            .receive(count - received.len(), wait)
+            .await
+            .expect("receive");
+        received.extend(batch);
+    }
+    received
+}
