@@ -226,13 +226,15 @@ impl RabbitMqConfig {
                 "prefetch is 0, which RabbitMQ reads as unlimited; it must be 1 to 65535",
             ));
         }
-        if self.connect_timeout.is_zero()
-            || self.confirm_timeout.is_zero()
-            || self.idle_release.is_zero()
-        {
-            return Err(config_error(
-                "connect_timeout, confirm_timeout and idle_release must be longer than zero",
-            ));
+        let durations = [
+            ("connect_timeout", self.connect_timeout),
+            ("confirm_timeout", self.confirm_timeout),
+            ("idle_release", self.idle_release),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
+            return Err(config_error(&format!(
+                "{name} is zero; it must be longer than zero"
+            )));
         }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
             return Err(config_error(
@@ -295,6 +297,8 @@ impl fmt::Debug for RabbitMqConfig {
             .field("mandatory", &self.mandatory)
             .field("connect_timeout", &self.connect_timeout)
             .field("confirm_timeout", &self.confirm_timeout)
+            .field("idle_release", &self.idle_release)
+            .field("connection_name", &self.connection_name)
             .finish_non_exhaustive()
     }
 }

@@ -254,6 +254,7 @@ mod tests {
             ("prefetch=lots", "from 1 to 65535"),
             ("mandatory=yes", "true or false"),
             ("confirm_timeout=soon", "250ms"),
+            ("idle_release=0s", "longer than zero"),
             ("heartbeat=-1", "from 0 to 65535"),
             ("auth_mechanism=kerberos", "plain, amqplain"),
         ];
