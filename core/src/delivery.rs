@@ -32,7 +32,7 @@ struct Contents {
     attempt: u32,
     published_at: SystemTime,
     first_failure: Option<SystemTime>,
-    source: String,
+    source: Arc<str>,
 }
 
 impl Received {
@@ -146,7 +146,11 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub(crate) fn new(raw: RawDelivery, driver: Arc<dyn SubscriptionDriver>) -> Self {
+    pub(crate) fn new(
+        raw: RawDelivery,
+        driver: Arc<dyn SubscriptionDriver>,
+        source: Arc<str>,
+    ) -> Self {
         let contents = Contents {
             id: raw.id,
             payload: raw.payload,
@@ -155,7 +159,7 @@ impl Delivery {
             attempt: raw.attempt.max(1),
             published_at: raw.published_at,
             first_failure: raw.first_failure,
-            source: driver.subscription().to_owned(),
+            source,
         };
         Self {
             received: Received(Arc::new(contents)),

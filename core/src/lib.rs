@@ -32,6 +32,7 @@ pub mod publisher;
 pub mod reply;
 pub mod retry;
 pub mod subscriber;
+pub mod url_options;
 pub mod worker;
 
 pub use capabilities::Capabilities;

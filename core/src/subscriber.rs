@@ -32,19 +32,20 @@ const RECEIVE_SLACK: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Subscriber {
     driver: Arc<dyn SubscriptionDriver>,
+    // Shared by every delivery, so receiving does not copy the name per message.
+    source: Arc<str>,
 }
 
 impl Subscriber {
     /// Wraps an adapter's subscription driver.
     pub fn new(driver: impl SubscriptionDriver) -> Self {
-        Self {
-            driver: Arc::new(driver),
-        }
+        Self::from_arc(Arc::new(driver))
     }
 
     /// Wraps a shared subscription driver.
     pub fn from_arc(driver: Arc<dyn SubscriptionDriver>) -> Self {
-        Self { driver }
+        let source = Arc::from(driver.subscription());
+        Self { driver, source }
     }
 
     /// The adapter's driver behind this subscriber, for wrappers such as fault injection
@@ -97,7 +98,7 @@ impl Subscriber {
 
         Ok(raw
             .into_iter()
-            .map(|raw| Delivery::new(raw, self.driver.clone()))
+            .map(|raw| Delivery::new(raw, self.driver.clone(), self.source.clone()))
             .collect())
     }
 

@@ -268,7 +268,10 @@ impl<H: Handler> Run<H> {
         loop {
             while tasks.try_join_next().is_some() {}
 
+            // Biased: once shutdown is asked for, no new receive starts even if slots
+            // are free at the same moment.
             let permits = tokio::select! {
+                biased;
                 () = &mut *shutdown => return Ok(()),
                 permits = take_free_slots(slots) => permits,
             };
