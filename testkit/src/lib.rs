@@ -76,6 +76,10 @@
 //! `worker_never_exceeds_its_concurrency`, `worker_keeps_the_lease_while_a_handler_runs`,
 //! `graceful_shutdown_loses_nothing`.
 //!
+//! Request / reply ([`conformance::reply`]; these cases take the backend as
+//! `Arc<dyn Backend>`): `requests_get_their_own_replies`,
+//! `unanswered_request_times_out_and_close_cleans_up`.
+//!
 //! Consumers and optional features ([`conformance::consumers`],
 //! [`conformance::features`]):
 //! `competing_consumers_see_each_message_once`,
@@ -102,4 +106,5 @@ pub use fault::{FaultReport, FaultyBackend, Times};
 #[doc(hidden)]
 pub mod __private {
     pub use tokio;
+    pub use wharf_core::Backend;
 }

@@ -60,6 +60,11 @@ macro_rules! conformance_suite {
                 features::duplicate_publish_is_delivered_once,
                 features::delayed_publish_is_not_delivered_early,
             }
+            $crate::__conformance_owned_cases! {
+                $backend;
+                reply::requests_get_their_own_replies,
+                reply::unanswered_request_times_out_and_close_cleans_up,
+            }
         }
     };
 }
@@ -78,6 +83,27 @@ macro_rules! __conformance_cases {
             async fn $case() {
                 let backend = $backend().await;
                 $crate::conformance::$module::$case(&backend).await;
+            }
+        )+
+    };
+}
+
+/// One test per `module::case` for cases that take the backend as `Arc<dyn Backend>`;
+/// used by [`conformance_suite!`](crate::conformance_suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_owned_cases {
+    ($backend:path; $($module:ident :: $case:ident),+ $(,)?) => {
+        $(
+            #[$crate::__private::tokio::test(
+                flavor = "multi_thread",
+                worker_threads = 2,
+                crate = "::wharf_testkit::__private::tokio"
+            )]
+            async fn $case() {
+                let backend: ::std::sync::Arc<dyn $crate::__private::Backend> =
+                    ::std::sync::Arc::new($backend().await);
+                $crate::conformance::$module::$case(backend).await;
             }
         )+
     };

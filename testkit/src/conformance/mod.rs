@@ -14,6 +14,7 @@ pub mod features;
 pub mod lease;
 pub mod limits;
 pub mod publish;
+pub mod reply;
 pub mod settle;
 pub mod support;
 pub mod worker;
