@@ -34,7 +34,10 @@ impl AttemptCounter {
         let stamp = state.next_stamp;
         state.next_stamp += 1;
 
-        let entry = state.seen.entry(message_id.to_owned()).or_insert((0, stamp));
+        let entry = state
+            .seen
+            .entry(message_id.to_owned())
+            .or_insert((0, stamp));
         entry.0 += 1;
         entry.1 = stamp;
         let attempt = entry.0;
@@ -58,7 +61,11 @@ impl State {
                 return;
             };
             // Only the id's latest delivery evicts it; older queue entries are stale.
-            if self.seen.get(&id).is_some_and(|(_, latest)| *latest == stamp) {
+            if self
+                .seen
+                .get(&id)
+                .is_some_and(|(_, latest)| *latest == stamp)
+            {
                 self.seen.remove(&id);
             }
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gcloud_gax::conn::Environment;
+use gcloud_pubsub::apiv1::conn_pool::ConnectionManager;
 use gcloud_pubsub::client::{Client as PullClient, ClientConfig as PullConfig};
 use google_cloud_auth::credentials::anonymous;
 use google_cloud_pubsub::client::{
@@ -81,6 +82,7 @@ struct Inner {
     subscriptions: SubscriptionAdmin,
     base_publisher: BasePublisher,
     pull: PullClient,
+    streams: Arc<ConnectionManager>,
     publishers: Mutex<HashMap<String, NativePublisher>>,
     attempts: Mutex<HashMap<String, Arc<AttemptCounter>>>,
 }
@@ -102,7 +104,7 @@ impl PubSubBackend {
         let subscriptions = subscriptions.map_err(|e| client_error("subscription admin", e))?;
         let base_publisher = reach!(BasePublisher::builder(), config).build().await;
         let base_publisher = base_publisher.map_err(|e| client_error("publisher", e))?;
-        let pull = pull_client(&config).await?;
+        let (pull, streams) = pull_client(&config).await?;
 
         debug!(project = %config.project, emulator = ?config.emulator, "connected");
         let inner = Inner {
@@ -111,12 +113,22 @@ impl PubSubBackend {
             subscriptions,
             base_publisher,
             pull,
+            streams: Arc::new(streams),
             publishers: Mutex::default(),
             attempts: Mutex::default(),
         };
         Ok(Self {
             inner: Arc::new(inner),
         })
+    }
+
+    /// A backend configured by a `pubsub://` URL; see [`PubSubConfig::from_url`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PubSubConfig::from_url`] and [`PubSubBackend::connect`].
+    pub async fn from_url(url: &str) -> Result<Self> {
+        Self::connect(PubSubConfig::from_url(url)?).await
     }
 
     /// The configuration this backend was connected with.
@@ -131,7 +143,11 @@ impl PubSubBackend {
     /// A paused key keeps later messages from overtaking the one that failed: resume it
     /// once that message has been published again or given up.
     pub fn resume_publish(&self, topic: &str, ordering_key: &str) {
-        let publishers = self.inner.publishers.lock().unwrap_or_else(|e| e.into_inner());
+        let publishers = self
+            .inner
+            .publishers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(publisher) = publishers.get(topic) {
             publisher.resume_publish(ordering_key);
         }
@@ -145,7 +161,11 @@ impl PubSubBackend {
     /// [`InvalidArgument`](ErrorKind::InvalidArgument) for an invalid topic id.
     pub fn native_publisher(&self, topic: &str) -> Result<NativePublisher> {
         check_id("topic", topic)?;
-        let mut publishers = self.inner.publishers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut publishers = self
+            .inner
+            .publishers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
 
         let publisher = publishers.entry(topic.to_owned()).or_insert_with(|| {
             self.inner
@@ -179,7 +199,11 @@ impl PubSubBackend {
     }
 
     fn attempts(&self, subscription: &str) -> Arc<AttemptCounter> {
-        let mut counters = self.inner.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counters = self
+            .inner
+            .attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         counters.entry(subscription.to_owned()).or_default().clone()
     }
 
@@ -223,7 +247,10 @@ impl PubSubBackend {
             request = request.set_labels([(DEAD_LETTER_LABEL, dead_letter.as_str())]);
         }
 
-        ignore_existing(request.send().await.map(drop), &format!("creating subscription {name}"))
+        ignore_existing(
+            request.send().await.map(drop),
+            &format!("creating subscription {name}"),
+        )
     }
 
     async fn get_subscription(&self, subscription: &str) -> Result<NativeSubscription> {
@@ -251,7 +278,7 @@ impl PubSubBackend {
             max_outstanding_bytes: self.inner.config.max_outstanding_bytes,
             client_id: uuid::Uuid::new_v4().to_string(),
         };
-        let stream = PullStream::start(client.clone(), settings);
+        let stream = PullStream::start(self.inner.streams.clone(), client.clone(), settings);
         let dead_letters = DeadLetterTopic {
             publisher: self.native_publisher(&dead_letter)?,
             topic: dead_letter,
@@ -341,7 +368,8 @@ impl Backend for PubSubBackend {
     async fn dead_letter_subscriber(&self, subscription: &str) -> Result<Subscriber> {
         let found = self.get_subscription(subscription).await?;
 
-        self.open_subscriber(&dead_letter_of(&found, subscription)).await
+        self.open_subscriber(&dead_letter_of(&found, subscription))
+            .await
     }
 
     async fn delete_subscription(&self, subscription: &str) -> Result<()> {
@@ -444,7 +472,10 @@ fn client_error(which: &str, error: impl std::error::Error + Send + Sync + 'stat
     .with_source(error)
 }
 
-async fn pull_client(config: &PubSubConfig) -> Result<PullClient> {
+/// The `gcloud-pubsub` client, and the connections the streaming pulls run on. The
+/// streams get their own connections, as in that client, so that a full stream never
+/// holds up an ack.
+async fn pull_client(config: &PubSubConfig) -> Result<(PullClient, ConnectionManager)> {
     let mut pull_config = PullConfig {
         project_id: Some(config.project.clone()),
         ..PullConfig::default()
@@ -462,11 +493,22 @@ async fn pull_client(config: &PubSubConfig) -> Result<PullClient> {
         }
     }
 
-    PullClient::new(pull_config).await.map_err(|e| {
-        Error::new(
-            ErrorKind::Unavailable,
-            format!("cannot reach Pub/Sub for {}: {e}", BACKEND),
-        )
-        .with_source(e)
-    })
+    let streams = ConnectionManager::new(
+        pull_config.pool_size,
+        &pull_config.endpoint,
+        &pull_config.environment,
+        &pull_config.connection_option,
+    )
+    .await
+    .map_err(unreachable)?;
+    let client = PullClient::new(pull_config).await.map_err(unreachable)?;
+    Ok((client, streams))
+}
+
+fn unreachable(error: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("cannot reach Pub/Sub for {BACKEND}: {error}"),
+    )
+    .with_source(error)
 }

@@ -60,6 +60,25 @@ impl PubSubConfig {
         }
     }
 
+    /// The configuration a `pubsub://PROJECT[/TOPIC][?option=value&...]` URL describes;
+    /// the crate docs list the options.
+    ///
+    /// ```
+    /// use wharf_pubsub::PubSubConfig;
+    ///
+    /// let config = PubSubConfig::from_url("pubsub://wharf-test?emulator=127.0.0.1:8085")?;
+    /// assert_eq!(config.project(), "wharf-test");
+    /// # Ok::<(), wharf_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Config`](ErrorKind::Config) for a malformed URL, an unknown or repeated option,
+    /// or a value an option does not take, naming the option and what it accepts.
+    pub fn from_url(url: &str) -> Result<Self> {
+        crate::url_config::parse(url)
+    }
+
     /// Talks to the emulator at `host` (`HOST:PORT`, no scheme) without credentials.
     #[must_use]
     pub fn with_emulator(mut self, host: impl Into<String>) -> Self {
@@ -168,7 +187,10 @@ mod tests {
 
         let error = config.validate().unwrap_err();
 
-        assert!(error.to_string().contains("http://127.0.0.1:8085"), "{error}");
+        assert!(
+            error.to_string().contains("http://127.0.0.1:8085"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -95,7 +95,11 @@ pub(crate) fn from_status(status: Status, operation: Operation, what: &str) -> E
 }
 
 /// A failure of Google's client (administration and publishing).
-pub(crate) fn from_native(error: google_cloud_pubsub::Error, operation: Operation, what: &str) -> Error {
+pub(crate) fn from_native(
+    error: google_cloud_pubsub::Error,
+    operation: Operation,
+    what: &str,
+) -> Error {
     let kind = native_kind(&error, operation);
 
     Error::new(kind, format!("{what}: {error}")).with_source(error)
@@ -110,8 +114,7 @@ fn native_kind(error: &google_cloud_pubsub::Error, operation: Operation) -> Erro
         ErrorKind::Timeout
     } else if error.is_authentication() {
         ErrorKind::PermissionDenied
-    } else if error.is_connect() || error.is_io() || error.is_transport() || error.is_exhausted()
-    {
+    } else if error.is_connect() || error.is_io() || error.is_transport() || error.is_exhausted() {
         ErrorKind::Unavailable
     } else {
         ErrorKind::Internal
@@ -181,17 +184,26 @@ mod tests {
     #[test]
     fn transient_codes_are_retryable() {
         for code in [Code::Unavailable, Code::Internal, Code::ResourceExhausted] {
-            assert!(kind_for(code, Operation::Publish).is_retryable(), "{code:?}");
+            assert!(
+                kind_for(code, Operation::Publish).is_retryable(),
+                "{code:?}"
+            );
         }
         assert!(!kind_for(Code::NotFound, Operation::Publish).is_retryable());
     }
 
     #[test]
     fn a_paused_key_is_a_typed_closed_error_naming_the_key() {
-        let error = from_publish(NativePublishError::OrderingKeyPaused, "orders", Some("c-42"));
+        let error = from_publish(
+            NativePublishError::OrderingKeyPaused,
+            "orders",
+            Some("c-42"),
+        );
 
         let source = std::error::Error::source(&error).expect("source");
-        let paused = source.downcast_ref::<OrderingKeyPaused>().expect("typed source");
+        let paused = source
+            .downcast_ref::<OrderingKeyPaused>()
+            .expect("typed source");
         assert_eq!(paused.key(), "c-42");
         assert_eq!(error.kind(), ErrorKind::Closed);
         assert!(error.to_string().contains("resume_publish"), "{error}");

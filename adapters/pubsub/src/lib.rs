@@ -98,6 +98,19 @@
 //! (`GOOGLE_APPLICATION_CREDENTIALS`, the gcloud CLI's login, or the metadata server).
 //! Nothing secret is stored in the config or logged.
 //!
+//! `wharf::connect` takes the same settings as a URL, read by
+//! [`PubSubConfig::from_url`]: `pubsub://PROJECT[/TOPIC][?option=value&...]`.
+//!
+//! | Option | Takes | Default |
+//! |---|---|---|
+//! | `emulator` | `HOST:PORT` of the emulator, overriding `PUBSUB_EMULATOR_HOST` | the variable, else Google Cloud |
+//! | `max_outstanding_messages` | flow control, messages held unsettled | 1000 |
+//! | `max_outstanding_bytes` | flow control, bytes held unsettled | 104857600 (100 MiB) |
+//! | `publish_delay` | how long the publisher waits to fill a batch | `10ms` |
+//!
+//! The path names the topic the application publishes to; wharf's own options
+//! (`subscription`, `max_attempts`, `lease`, ...) are read by the `wharf` crate.
+//!
 //! The emulator differs from the service in ways the capabilities do not need to show:
 //! it stores subscription filters without applying them, and has no exactly-once
 //! delivery (not offered by wharf either).
@@ -143,7 +156,9 @@ mod names;
 mod stream;
 mod subscription;
 mod topic;
+mod url_config;
 
 pub use backend::{DEAD_LETTER_LABEL, PubSubBackend};
 pub use config::{EMULATOR_HOST_VAR, PubSubConfig};
 pub use error::OrderingKeyPaused;
+pub use url_config::{SCHEME, URL_OPTIONS, topic_of};

@@ -18,15 +18,13 @@ use gcloud_pubsub::apiv1::subscriber_client::SubscriberClient;
 use google_cloud_pubsub::client::Publisher as NativePublisher;
 use tokio::time::Instant;
 use tracing::{debug, warn};
-use wharf_core::{
-    AckId, Capabilities, DeadLetter, Error, RawDelivery, Result, SubscriptionDriver,
-};
+use wharf_core::{AckId, Capabilities, DeadLetter, Error, RawDelivery, Result, SubscriptionDriver};
 
 use crate::attempts::AttemptCounter;
 use crate::capabilities::capabilities;
 use crate::error::{Operation, from_status};
 use crate::stream::{PullStream, Pulled, whole_seconds};
-use crate::topic::send;
+use crate::topic::{EMPTY_MARKER, send};
 
 /// Settlements are refused this long before the lease ends, since the service's clock
 /// started when it sent the message, slightly before it arrived here.
@@ -100,7 +98,10 @@ impl PubSubSubscription {
     }
 
     fn to_raw(&self, pulled: Pulled) -> RawDelivery {
-        let message = pulled.message.message.unwrap_or_default();
+        let mut message = pulled.message.message.unwrap_or_default();
+        if message.data.is_empty() {
+            message.attributes.remove(EMPTY_MARKER);
+        }
         // The service counts deliveries only on subscriptions with a dead-letter policy.
         let attempt = u32::try_from(pulled.message.delivery_attempt)
             .ok()
@@ -155,7 +156,11 @@ impl PubSubSubscription {
     }
 
     fn settle_error(&self, status: gcloud_gax::grpc::Status) -> Error {
-        from_status(status, Operation::Settle, &format!("settling on {}", self.name))
+        from_status(
+            status,
+            Operation::Settle,
+            &format!("settling on {}", self.name),
+        )
     }
 
     async fn publish_dead_letter(&self, letter: &DeadLetter) -> Result<()> {
@@ -241,7 +246,8 @@ impl SubscriptionDriver for PubSubSubscription {
         ack.check_lease()?;
 
         let asked_at = Instant::now();
-        self.modify_deadline(vec![ack.ack_id.clone()], lease).await?;
+        self.modify_deadline(vec![ack.ack_id.clone()], lease)
+            .await?;
         ack.renew(asked_at + lease);
         debug!(subscription = %self.name, delivery = %ack.message_id, "lease extended");
         Ok(())

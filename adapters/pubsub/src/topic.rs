@@ -18,6 +18,12 @@ use crate::capabilities::{
 };
 use crate::error::from_publish;
 
+/// The attribute that stands in for an empty message. Pub/Sub refuses a message with
+/// neither data nor attributes ("Some messages are empty"), so a message with an empty
+/// payload and no attributes travels with this one attribute, and the subscriber removes
+/// it again.
+pub(crate) const EMPTY_MARKER: &str = "wharf-empty";
+
 /// Publishes to one topic.
 pub(crate) struct PubSubTopic {
     topic: String,
@@ -87,7 +93,11 @@ pub(crate) async fn send(
 fn check_message(message: &Message) -> Result<()> {
     for (key, value) in message.attributes() {
         check_len("attribute key", key, MAX_ATTRIBUTE_KEY_BYTES)?;
-        check_len(&format!("value of attribute `{key}`"), value, MAX_ATTRIBUTE_VALUE_BYTES)?;
+        check_len(
+            &format!("value of attribute `{key}`"),
+            value,
+            MAX_ATTRIBUTE_VALUE_BYTES,
+        )?;
         if key.starts_with("goog") {
             return Err(Error::invalid(format!(
                 "attribute key `{key}` is reserved: Pub/Sub refuses keys starting with `goog`"
@@ -111,13 +121,17 @@ fn check_len(what: &str, text: &str, limit: usize) -> Result<()> {
 }
 
 /// The Pub/Sub message for `message`: payload bytes unchanged (no copy), attributes as
-/// native attributes, ordering key as the native ordering key.
+/// native attributes, ordering key as the native ordering key. An empty message gets
+/// [`EMPTY_MARKER`].
 pub(crate) fn to_native(message: &Message) -> NativeMessage {
-    let attributes: HashMap<&str, &str> = message
+    let mut attributes: HashMap<&str, &str> = message
         .attributes()
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    if message.payload().is_empty() && attributes.is_empty() {
+        attributes.insert(EMPTY_MARKER, "1");
+    }
 
     NativeMessage::new()
         .set_data(message.payload().clone())
@@ -159,5 +173,14 @@ mod tests {
         assert_eq!(&native.data[..], b"\x00\xff");
         assert_eq!(native.attributes["a"], "1");
         assert_eq!(native.ordering_key, "k");
+    }
+
+    #[test]
+    fn an_empty_message_is_marked_and_others_are_not() {
+        let empty = to_native(&Message::new(Vec::new()));
+        let with_attribute = to_native(&Message::new(Vec::new()).with_attribute("a", "1"));
+
+        assert_eq!(empty.attributes[EMPTY_MARKER], "1");
+        assert!(!with_attribute.attributes.contains_key(EMPTY_MARKER));
     }
 }

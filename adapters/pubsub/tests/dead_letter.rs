@@ -12,7 +12,9 @@ async fn the_service_counts_attempts_and_dead_letters_after_the_limit() {
     let backend = backend().await;
     let (topic, name) = (unique("policy", "t"), unique("policy", "s"));
     backend.create_topic(&topic).await.unwrap();
-    let spec = SubscriptionSpec::new(&topic, &name).lease(LEASE).max_delivery_attempts(5);
+    let spec = SubscriptionSpec::new(&topic, &name)
+        .lease(LEASE)
+        .max_delivery_attempts(5);
     backend.create_subscription(&spec).await.unwrap();
     backend
         .publisher(&topic)

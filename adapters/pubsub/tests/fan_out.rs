@@ -11,7 +11,11 @@ use wharf_core::{Backend, Message, SubscriptionSpec};
 async fn each_subscription_receives_every_message() {
     let backend = backend().await;
     let topic = unique("fanout", "t");
-    let names = [unique("fanout", "s1"), unique("fanout", "s2"), unique("fanout", "s3")];
+    let names = [
+        unique("fanout", "s1"),
+        unique("fanout", "s2"),
+        unique("fanout", "s3"),
+    ];
     backend.create_topic(&topic).await.unwrap();
     for name in &names {
         let spec = SubscriptionSpec::new(&topic, name).lease(LEASE);

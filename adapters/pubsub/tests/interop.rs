@@ -36,7 +36,11 @@ async fn wharf_consumes_what_googles_client_published() {
     assert_eq!(&delivery.payload()[..], PAYLOAD);
     assert_eq!(delivery.attribute("source"), Some("native"));
     assert_eq!(delivery.attribute("lang"), Some("any"));
-    assert_eq!(delivery.attributes().len(), 2, "no attributes added or lost");
+    assert_eq!(
+        delivery.attributes().len(),
+        2,
+        "no attributes added or lost"
+    );
     assert_eq!(delivery.ordering_key(), Some("k"));
     assert_eq!(delivery.attempt(), 1);
     delivery.ack().await.expect("ack");
@@ -53,7 +57,13 @@ async fn googles_subscriber_consumes_what_wharf_published() {
         .await
         .unwrap();
     let message = Message::new(PAYLOAD).with_attribute("source", "wharf");
-    backend.publisher(&topic).await.unwrap().publish(message).await.unwrap();
+    backend
+        .publisher(&topic)
+        .await
+        .unwrap()
+        .publish(message)
+        .await
+        .unwrap();
 
     let client = NativeSubscriber::builder()
         .with_endpoint(format!("http://{}", emulator_host()))
@@ -73,7 +83,10 @@ async fn googles_subscriber_consumes_what_wharf_published() {
 
     assert_eq!(&received.data[..], PAYLOAD);
     let expected: HashMap<String, String> = [("source".to_owned(), "wharf".to_owned())].into();
-    assert_eq!(received.attributes, expected, "attributes are native attributes");
+    assert_eq!(
+        received.attributes, expected,
+        "attributes are native attributes"
+    );
     drop(stream);
     clean_up(&backend, &[&name], &topic).await;
 }

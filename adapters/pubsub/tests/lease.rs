@@ -33,11 +33,21 @@ async fn extending_the_lease_keeps_a_message_past_the_ack_deadline() {
         tokio::time::sleep(LEASE / 2).await;
         delivery.extend_lease(LEASE).await.expect("extend_lease");
         let seen = other.receive(1, Duration::from_millis(10)).await.unwrap();
-        assert!(seen.is_empty(), "redelivered after {:?}", received_at.elapsed());
+        assert!(
+            seen.is_empty(),
+            "redelivered after {:?}",
+            received_at.elapsed()
+        );
     }
-    delivery.ack().await.expect("ack after holding it past the ack deadline");
+    delivery
+        .ack()
+        .await
+        .expect("ack after holding it past the ack deadline");
 
-    let after = other.receive(1, LEASE + Duration::from_secs(2)).await.unwrap();
+    let after = other
+        .receive(1, LEASE + Duration::from_secs(2))
+        .await
+        .unwrap();
     assert!(after.is_empty(), "an acked message must not come back");
     clean_up(&backend, &[&name], &topic).await;
 }
@@ -64,10 +74,16 @@ async fn a_nack_with_a_delay_returns_the_message_after_the_delay() {
     let first = receive_n(&subscriber, 1, ARRIVAL).await.pop().unwrap();
     let nacked_at = Instant::now();
     first.nack(delay).await.expect("nack with delay");
-    let again = receive_n(&subscriber, 1, delay + ARRIVAL).await.pop().unwrap();
+    let again = receive_n(&subscriber, 1, delay + ARRIVAL)
+        .await
+        .pop()
+        .unwrap();
     let waited = nacked_at.elapsed();
 
-    assert!(waited >= delay - Duration::from_millis(100), "back after {waited:?}");
+    assert!(
+        waited >= delay - Duration::from_millis(100),
+        "back after {waited:?}"
+    );
     assert_eq!(again.attempt(), 2);
     assert_eq!(&again.payload()[..], b"retry me");
     again.ack().await.expect("ack");
@@ -96,7 +112,15 @@ async fn a_nack_delay_beyond_one_ack_deadline_is_refused() {
     let refused = delivery.nack(Duration::from_secs(601)).await.unwrap_err();
 
     assert_eq!(refused.error.kind(), ErrorKind::InvalidArgument);
-    assert!(refused.error.to_string().contains("10m"), "{}", refused.error);
-    refused.into_delivery().ack().await.expect("the handed-back delivery still acks");
+    assert!(
+        refused.error.to_string().contains("10m"),
+        "{}",
+        refused.error
+    );
+    refused
+        .into_delivery()
+        .ack()
+        .await
+        .expect("the handed-back delivery still acks");
     clean_up(&backend, &[&name], &topic).await;
 }

@@ -14,7 +14,9 @@ async fn messages_of_one_key_arrive_in_publish_order() {
     let backend = backend().await;
     let (topic, name) = (unique("order", "t"), unique("order", "s"));
     backend.create_topic(&topic).await.unwrap();
-    let spec = SubscriptionSpec::new(&topic, &name).lease(common::LEASE).ordered(true);
+    let spec = SubscriptionSpec::new(&topic, &name)
+        .lease(common::LEASE)
+        .ordered(true);
     backend.create_subscription(&spec).await.unwrap();
     let publisher = backend.publisher(&topic).await.unwrap();
     let subscriber = backend.subscriber(&name).await.unwrap();
@@ -27,7 +29,10 @@ async fn messages_of_one_key_arrive_in_publish_order() {
     }
     let mut per_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for delivery in receive_n(&subscriber, 60, ARRIVAL).await {
-        let key = delivery.ordering_key().expect("ordering key kept").to_owned();
+        let key = delivery
+            .ordering_key()
+            .expect("ordering key kept")
+            .to_owned();
         let number = String::from_utf8_lossy(delivery.payload()).parse().unwrap();
         per_key.entry(key).or_default().push(number);
         delivery.ack().await.expect("ack");
@@ -60,16 +65,26 @@ async fn a_failed_publish_pauses_its_key_until_the_application_resumes_it() {
         .publish(Message::new("second").with_ordering_key("k1"))
         .await
         .expect_err("the key is paused after a failure");
-    let other_key = publisher.publish(Message::new("other").with_ordering_key("k2")).await;
+    let other_key = publisher
+        .publish(Message::new("other").with_ordering_key("k2"))
+        .await;
     backend.resume_publish(&topic, "k1");
-    let resumed = publisher.publish(Message::new("third").with_ordering_key("k1")).await;
+    let resumed = publisher
+        .publish(Message::new("third").with_ordering_key("k1"))
+        .await;
 
     assert_eq!(failed.error.kind(), ErrorKind::NotFound, "{}", failed.error);
     assert_eq!(paused.error.kind(), ErrorKind::Closed, "{}", paused.error);
     let source = std::error::Error::source(&paused.error).expect("a typed source");
-    let source = source.downcast_ref::<OrderingKeyPaused>().expect("OrderingKeyPaused");
+    let source = source
+        .downcast_ref::<OrderingKeyPaused>()
+        .expect("OrderingKeyPaused");
     assert_eq!(source.key(), "k1");
-    assert_eq!(&paused.message.payload()[..], b"second", "the message is handed back");
+    assert_eq!(
+        &paused.message.payload()[..],
+        b"second",
+        "the message is handed back"
+    );
     other_key.expect("other keys are not paused");
     resumed.expect("publishing works again after resume_publish");
     clean_up(&backend, &[], &topic).await;

@@ -64,7 +64,11 @@ pub async fn receive_n(subscriber: &Subscriber, count: usize, within: Duration) 
     let mut received = Vec::new();
     while received.len() < count {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "expected {count} deliveries, got {}", received.len());
+        assert!(
+            !left.is_zero(),
+            "expected {count} deliveries, got {}",
+            received.len()
+        );
         let batch = subscriber
             .receive(count - received.len(), left.min(Duration::from_millis(500)))
             .await
