@@ -327,6 +327,40 @@ pub async fn receive(subscriber: &Subscriber, max: usize, wait: Duration) -> Vec
         .unwrap_or_else(|e| panic!("receive from {} failed: {e}", subscriber.subscription()))
 }
 
+/// Receives from every subscriber at once until one delivery arrives; the others keep
+/// nothing, since a receive cut short releases what it had taken.
+///
+/// # Panics
+///
+/// If nothing arrives within `within`.
+pub async fn receive_one_of(subscribers: &[&Subscriber], within: Duration) -> Delivery {
+    let deadline = Instant::now() + within;
+
+    loop {
+        for subscriber in subscribers {
+            if let Some(delivery) = receive(subscriber, 1, POLL / 5).await.pop() {
+                return delivery;
+            }
+        }
+        let names: Vec<&str> = subscribers.iter().map(|s| s.subscription()).collect();
+        assert!(
+            Instant::now() < deadline,
+            "expected a delivery from one of {names:?} within {within:?}, got none"
+        );
+    }
+}
+
+/// [`expect_nothing`] on every subscriber at once.
+pub async fn expect_nothing_on(subscribers: &[&Subscriber], period: Duration, why: &str) {
+    let deadline = Instant::now() + period;
+
+    while Instant::now() < deadline {
+        for subscriber in subscribers {
+            expect_nothing(subscriber, POLL / 5, why).await;
+        }
+    }
+}
+
 /// Receives for `period` and panics if anything arrives: `why` says what should have
 /// kept it away.
 pub async fn expect_nothing(subscriber: &Subscriber, period: Duration, why: &str) {

@@ -326,7 +326,6 @@ pub async fn worker_keeps_the_lease_while_a_handler_runs(backend: &dyn Backend) 
         let queue = fx.queue().await;
         let lease = queue.spec.lease;
         publish(&queue.publisher, Message::new("long job")).await;
-        let other = fx.subscriber(&queue.spec.name).await;
         let calls = Arc::new(AtomicUsize::new(0));
         let worker = Worker::new(queue.subscriber.clone())
             .options(options(&fx))
@@ -342,6 +341,13 @@ pub async fn worker_keeps_the_lease_while_a_handler_runs(backend: &dyn Backend) 
             }
         };
         let watch = async {
+            // The other consumer opens once the worker holds the message: before that it
+            // may fairly win it, and a streaming backend would lease it to its buffer.
+            wait_until(ARRIVAL, "the handler to start", || {
+                calls.load(Ordering::SeqCst) > 0
+            })
+            .await;
+            let other = fx.subscriber(&queue.spec.name).await;
             expect_nothing(&other, lease * 3 / 2, "the worker holds its lease").await;
             wait_until(ARRIVAL, "the ack", || stats.snapshot().acked == 1).await;
         };
