@@ -21,7 +21,7 @@ use crate::producer::LogContext;
 
 impl ConsumerContext for LogContext {}
 
-/// How often to look again while waiting for a new topic to appear in metadata.
+/// How often to look again while waiting for a topic to appear in or leave the metadata.
 const VISIBILITY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Kafka's longest topic name (`Topic.MAX_NAME_LENGTH`).
@@ -193,7 +193,34 @@ impl Admin {
                 Err((name, code)) => return Err(from_code(code, "deleting topic", &name)),
             }
         }
+        for topic in topics {
+            self.await_gone(topic).await?;
+        }
         Ok(())
+    }
+
+    /// Waits until a deleted topic has left the metadata: the controller answers a
+    /// deletion before the brokers act on it, and until then the topic still takes
+    /// messages that would vanish with it.
+    async fn await_gone(&self, topic: &str) -> Result<()> {
+        let deadline = Instant::now() + self.config.operation_timeout;
+        loop {
+            match self.partitions(topic).await {
+                Err(error) if error.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(error) => return Err(error),
+                Ok(_) if Instant::now() < deadline => tokio::time::sleep(VISIBILITY_PAUSE).await,
+                Ok(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "topic {topic} was deleted but is still in the metadata after {:?}; \
+                             the brokers may be lagging, check the controller's log",
+                            self.config.operation_timeout
+                        ),
+                    ));
+                }
+            }
+        }
     }
 
     /// Deletes consumer groups; ones already gone count as deleted.
