@@ -156,6 +156,8 @@ fn receiving(c: &mut Criterion) {
         });
     });
     group.finish();
+    // Disposed inside the runtime: dropped outside, the stream's own clean-up panics.
+    runtime.block_on(stream.into_inner().dispose());
     runtime.block_on(cleanup(&backend, "bench-wharf"));
     runtime.block_on(cleanup(&backend, "bench-raw"));
 }

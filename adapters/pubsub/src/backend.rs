@@ -28,7 +28,8 @@ use crate::capabilities::{
 use crate::config::PubSubConfig;
 use crate::error::{Operation, from_native};
 use crate::names::{check_id, short_id, subscription_path, topic_path};
-use crate::stream::{PullStream, StreamSettings, whole_seconds};
+use crate::on_demand::OnDemandStream;
+use crate::stream::{StreamSettings, whole_seconds};
 use crate::subscription::{DeadLetterTopic, PubSubSubscription};
 use crate::topic::PubSubTopic;
 
@@ -278,7 +279,12 @@ impl PubSubBackend {
             max_outstanding_bytes: self.inner.config.max_outstanding_bytes,
             client_id: uuid::Uuid::new_v4().to_string(),
         };
-        let stream = PullStream::start(self.inner.streams.clone(), client.clone(), settings);
+        let stream = OnDemandStream::new(
+            self.inner.streams.clone(),
+            client.clone(),
+            settings,
+            self.inner.config.idle_release,
+        );
         let dead_letters = DeadLetterTopic {
             publisher: self.native_publisher(&dead_letter)?,
             topic: dead_letter,

@@ -21,6 +21,9 @@ const DEFAULT_MAX_OUTSTANDING_BYTES: usize = 100 * 1024 * 1024;
 /// messages that concurrent publishers hand over together.
 const DEFAULT_PUBLISH_DELAY: Duration = Duration::from_millis(10);
 
+/// Default for [`PubSubConfig::idle_release`], as the RabbitMQ adapter's.
+const DEFAULT_IDLE_RELEASE: Duration = Duration::from_secs(5);
+
 /// How to reach Pub/Sub.
 ///
 /// ```
@@ -41,6 +44,7 @@ pub struct PubSubConfig {
     pub(crate) max_outstanding_messages: usize,
     pub(crate) max_outstanding_bytes: usize,
     pub(crate) publish_delay: Duration,
+    pub(crate) idle_release: Duration,
 }
 
 impl PubSubConfig {
@@ -57,6 +61,7 @@ impl PubSubConfig {
             max_outstanding_messages: DEFAULT_MAX_OUTSTANDING_MESSAGES,
             max_outstanding_bytes: DEFAULT_MAX_OUTSTANDING_BYTES,
             publish_delay: DEFAULT_PUBLISH_DELAY,
+            idle_release: DEFAULT_IDLE_RELEASE,
         }
     }
 
@@ -117,6 +122,15 @@ impl PubSubConfig {
         self
     }
 
+    /// How long a subscriber may go without a receive before it closes its streaming
+    /// pull and hands the messages it buffered back to the service for other consumers
+    /// (5 s by default). The next receive opens a new stream.
+    #[must_use]
+    pub fn idle_release(mut self, idle: Duration) -> Self {
+        self.idle_release = idle;
+        self
+    }
+
     /// The project.
     pub fn project(&self) -> &str {
         &self.project
@@ -145,6 +159,11 @@ impl PubSubConfig {
                 "the emulator host `{host}` must be HOST:PORT without a scheme"
             )));
         }
+        if self.idle_release.is_zero() {
+            return Err(config_error(
+                "idle_release must be longer than zero, e.g. 5s",
+            ));
+        }
         if self.max_outstanding_messages == 0 {
             return Err(config_error("max_outstanding_messages must be at least 1"));
         }
@@ -166,6 +185,7 @@ impl fmt::Debug for PubSubConfig {
             .field("max_outstanding_messages", &self.max_outstanding_messages)
             .field("max_outstanding_bytes", &self.max_outstanding_bytes)
             .field("publish_delay", &self.publish_delay)
+            .field("idle_release", &self.idle_release)
             .finish()
     }
 }

@@ -25,8 +25,10 @@
 //! # Delivery semantics
 //!
 //! At least once. Each [`Subscriber`](wharf_core::Subscriber) holds one long-lived
-//! streaming pull, opened when it is created and reopened with backoff after transient
-//! failures. Flow control ([`PubSubConfig::max_outstanding_messages`] and `_bytes`) caps
+//! streaming pull, opened by its first receive and reopened with backoff after transient
+//! failures. After [`PubSubConfig::idle_release`] without a receive (5 s by default) it
+//! closes the stream and hands what it buffered back to the service, so a subscriber
+//! that stopped receiving does not sit on messages other consumers could handle. Flow control ([`PubSubConfig::max_outstanding_messages`] and `_bytes`) caps
 //! how many messages the service hands over unsettled, and the subscriber's buffer holds
 //! no more than that; a receive takes from the buffer and returns within its timeout.
 //! Messages of one ordering key arrive in publish order on subscriptions created with
@@ -107,6 +109,7 @@
 //! | `max_outstanding_messages` | flow control, messages held unsettled | 1000 |
 //! | `max_outstanding_bytes` | flow control, bytes held unsettled | 104857600 (100 MiB) |
 //! | `publish_delay` | how long the publisher waits to fill a batch | `10ms` |
+//! | `idle_release` | idle time after which a subscriber hands its buffer back | `5s` |
 //!
 //! The path names the topic the application publishes to; wharf's own options
 //! (`subscription`, `max_attempts`, `lease`, ...) are read by the `wharf` crate.
@@ -153,6 +156,7 @@ pub mod capabilities;
 mod config;
 mod error;
 mod names;
+mod on_demand;
 mod stream;
 mod subscription;
 mod topic;

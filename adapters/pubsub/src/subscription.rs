@@ -23,7 +23,8 @@ use wharf_core::{AckId, Capabilities, DeadLetter, Error, RawDelivery, Result, Su
 use crate::attempts::AttemptCounter;
 use crate::capabilities::capabilities;
 use crate::error::{Operation, from_status};
-use crate::stream::{PullStream, Pulled, whole_seconds};
+use crate::on_demand::OnDemandStream;
+use crate::stream::{Pulled, whole_seconds};
 use crate::topic::{EMPTY_MARKER, send};
 
 /// Settlements are refused this long before the lease ends, since the service's clock
@@ -71,7 +72,7 @@ pub(crate) struct PubSubSubscription {
     name: String,
     path: String,
     client: SubscriberClient,
-    stream: PullStream,
+    stream: Arc<OnDemandStream>,
     attempts: Arc<AttemptCounter>,
     dead_letters: DeadLetterTopic,
     capabilities: Capabilities,
@@ -82,7 +83,7 @@ impl PubSubSubscription {
         name: String,
         path: String,
         client: SubscriberClient,
-        stream: PullStream,
+        stream: Arc<OnDemandStream>,
         attempts: Arc<AttemptCounter>,
         dead_letters: DeadLetterTopic,
     ) -> Self {

@@ -18,11 +18,12 @@ use crate::config::PubSubConfig;
 pub const SCHEME: &str = "pubsub";
 
 /// The options a `pubsub://` URL accepts, besides wharf's own.
-pub const URL_OPTIONS: [&str; 4] = [
+pub const URL_OPTIONS: [&str; 5] = [
     "emulator",
     "max_outstanding_messages",
     "max_outstanding_bytes",
     "publish_delay",
+    "idle_release",
 ];
 
 /// Reads `url` into a configuration; see [`PubSubConfig::from_url`].
@@ -105,14 +106,16 @@ fn apply(config: PubSubConfig, name: &str, value: &str) -> Result<PubSubConfig> 
         "max_outstanding_messages" => config.max_outstanding_messages(count(name, value)?),
         "max_outstanding_bytes" => config.max_outstanding_bytes(count(name, value)?),
         "publish_delay" => config.publish_delay(duration(name, value)?),
+        "idle_release" => config.idle_release(duration(name, value)?),
         other => return Err(unknown_option(other)),
     })
 }
 
 fn emulator(value: &str) -> Result<String> {
-    let valid = value
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    let valid = !value.contains('/')
+        && value
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if valid {
         return Ok(value.to_owned());
     }
@@ -165,7 +168,7 @@ mod tests {
     fn the_host_is_the_project_and_options_tune_the_clients() {
         let config = parse(
             "pubsub://wharf-test/orders?emulator=127.0.0.1:8085&max_outstanding_messages=64\
-             &max_outstanding_bytes=1048576&publish_delay=5ms",
+             &max_outstanding_bytes=1048576&publish_delay=5ms&idle_release=2s",
         )
         .unwrap();
 
@@ -174,6 +177,7 @@ mod tests {
         assert_eq!(config.max_outstanding_messages, 64);
         assert_eq!(config.max_outstanding_bytes, 1_048_576);
         assert_eq!(config.publish_delay, Duration::from_millis(5));
+        assert_eq!(config.idle_release, Duration::from_secs(2));
     }
 
     #[test]
