@@ -13,7 +13,10 @@ use sqlx::SqlitePool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use wharf::{Backend, Handler, RetryPolicy, SubscriptionSpec, Worker, WorkerReport, WorkerStats};
+use wharf::{
+    Backend, Capabilities, Handler, RetryPolicy, SubscriptionSpec, Worker, WorkerReport,
+    WorkerStats,
+};
 
 use crate::api::{self, ApiState};
 use crate::config::Settings;
@@ -44,6 +47,20 @@ pub struct Names {
 }
 
 impl Names {
+    /// The names for `backend`: on one without fan-out (SQS) a subscription is its
+    /// topic's queue, so it takes the topic's name.
+    pub fn for_backend(prefix: &str, backend: &Capabilities) -> Self {
+        let names = Self::new(prefix);
+        if backend.fan_out {
+            return names;
+        }
+        Self {
+            fulfilment: names.orders.clone(),
+            status: names.replies.clone(),
+            ..names
+        }
+    }
+
     /// `PREFIX`, `PREFIX-fulfilment`, `PREFIX-replies`, `PREFIX-replies-status`.
     pub fn new(prefix: &str) -> Self {
         Self {
@@ -114,7 +131,7 @@ impl App {
         backend: Arc<dyn Backend>,
         pool: SqlitePool,
     ) -> Result<Self, AppError> {
-        let names = Names::new(&settings.prefix);
+        let names = Names::for_backend(&settings.prefix, &backend.capabilities());
         create_queues(backend.as_ref(), &names, settings).await?;
 
         let counters = Arc::new(Counters::default());

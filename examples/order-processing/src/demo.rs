@@ -272,6 +272,9 @@ async fn drain_dead_letters(
     loop {
         let batch = dead_letters.receive(256, DRAIN_QUIET).await?;
         if batch.is_empty() {
+            // Closed before the queues are deleted: a Kafka consumer group with a
+            // member left in it cannot be deleted.
+            dead_letters.close().await?;
             return Ok(found);
         }
         for delivery in batch {
