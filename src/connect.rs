@@ -307,6 +307,25 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_left_out_of_the_build_names_its_feature() {
+        let kafka = find_scheme("kafka").expect("a known scheme");
+
+        let error = missing_feature(kafka);
+
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(error.to_string().contains("`kafka` feature"), "{error}");
+        assert!(error.to_string().contains("this build"), "{error}");
+    }
+
+    #[test]
+    fn amqps_is_the_rabbitmq_backend() {
+        let scheme = find_scheme("amqps").expect("a known scheme");
+
+        assert_eq!(scheme.backend, "RabbitMQ");
+        assert_eq!(scheme.schemes[0], "amqp");
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         let shown = redact("amqp://user:hunter2@localhost:5672/%2f");
 

@@ -33,10 +33,12 @@
 
 mod config;
 mod connect;
+mod open;
 
 pub use config::{RetrySettings, Settings};
 
 pub use connect::{connect, redact};
+pub use open::Connection;
 pub use wharf_core::*;
 
 /// The in-memory backend: a real broker inside the process.

@@ -470,10 +470,20 @@ fn ignore_missing(result: Result<()>) -> Result<()> {
     }
 }
 
+/// Where Google's clients look for application-default credentials, named when
+/// building a client fails without them.
+const CREDENTIAL_SOURCES: &str = "GOOGLE_APPLICATION_CREDENTIALS (a key or credentials \
+    file), gcloud's ~/.config/gcloud/application_default_credentials.json (written by \
+    `gcloud auth application-default login`), then the metadata server of Google Cloud; \
+    for the emulator set PUBSUB_EMULATOR_HOST or ?emulator=HOST:PORT instead";
+
 fn client_error(which: &str, error: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::new(
         ErrorKind::Config,
-        format!("could not build the Pub/Sub {which} client: {error}"),
+        format!(
+            "could not build the Pub/Sub {which} client: {error}; credentials are looked \
+             for in {CREDENTIAL_SOURCES}"
+        ),
     )
     .with_source(error)
 }
@@ -492,7 +502,10 @@ async fn pull_client(config: &PubSubConfig) -> Result<(PullClient, ConnectionMan
             pull_config = pull_config.with_auth().await.map_err(|e| {
                 Error::new(
                     ErrorKind::Config,
-                    format!("no application-default credentials for Pub/Sub: {e}"),
+                    format!(
+                        "no application-default credentials for Pub/Sub: {e}; looked in \
+                         {CREDENTIAL_SOURCES}"
+                    ),
                 )
                 .with_source(e)
             })?;

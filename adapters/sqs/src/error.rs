@@ -133,8 +133,11 @@ pub(crate) fn in_settlement(error: Error, delivery: &str) -> Error {
 
 fn kind_of_sdk<E>(error: &SdkError<E, HttpResponse>) -> ErrorKind
 where
-    E: ProvideErrorMetadata,
+    E: ProvideErrorMetadata + StdError + 'static,
 {
+    if is_missing_credentials(error) {
+        return ErrorKind::Config;
+    }
     match error {
         SdkError::TimeoutError(_) => ErrorKind::Timeout,
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ErrorKind::Unavailable,
@@ -150,10 +153,46 @@ where
     }
 }
 
+/// Where the SDK's default chain looks for credentials, named when it found none.
+const CREDENTIAL_SOURCES: &str = "the sqs:// URL (sqs://KEY:SECRET@HOST), the variables \
+    AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the profile (AWS_PROFILE, else `default`) \
+    in ~/.aws/credentials and ~/.aws/config, web identity (AWS_WEB_IDENTITY_TOKEN_FILE), the \
+    ECS container endpoint and EC2 instance metadata";
+
+/// Whether the SDK could not sign the request for want of credentials. It says so only
+/// in the text of a nested source (a dispatch or construction failure), so the chain
+/// is searched.
+fn is_missing_credentials<E>(error: &SdkError<E, HttpResponse>) -> bool
+where
+    E: StdError + 'static,
+{
+    if !matches!(
+        error,
+        SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
+    ) {
+        return false;
+    }
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(failure) = current {
+        if failure
+            .to_string()
+            .to_ascii_lowercase()
+            .contains("credential")
+        {
+            return true;
+        }
+        current = failure.source();
+    }
+    false
+}
+
 fn detail_of<E>(error: &SdkError<E, HttpResponse>) -> String
 where
-    E: ProvideErrorMetadata + StdError,
+    E: ProvideErrorMetadata + StdError + 'static,
 {
+    if is_missing_credentials(error) {
+        return format!("no AWS credentials were found; looked in {CREDENTIAL_SOURCES}");
+    }
     match error {
         SdkError::ServiceError(service) => {
             let err = service.err();
@@ -210,6 +249,36 @@ mod tests {
             kind_of_code("AccessDenied", Some(403)),
             ErrorKind::PermissionDenied
         );
+    }
+
+    #[test]
+    fn missing_credentials_say_where_they_were_looked_for() {
+        use aws_sdk_sqs::operation::send_message::SendMessageError;
+        let sdk: SdkError<SendMessageError, HttpResponse> =
+            SdkError::construction_failure("an error occurred while loading credentials");
+
+        let error = from_sdk(sdk, "sending to queue orders");
+
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(!error.is_retryable());
+        for place in [
+            "sqs://KEY:SECRET@",
+            "AWS_ACCESS_KEY_ID",
+            "~/.aws/credentials",
+        ] {
+            assert!(error.to_string().contains(place), "{error} lacks {place}");
+        }
+    }
+
+    #[test]
+    fn other_construction_failures_keep_their_own_detail() {
+        use aws_sdk_sqs::operation::send_message::SendMessageError;
+        let sdk: SdkError<SendMessageError, HttpResponse> =
+            SdkError::construction_failure("the queue URL is not a URL");
+
+        let error = from_sdk(sdk, "sending to queue orders");
+
+        assert!(error.to_string().contains("check the region"), "{error}");
     }
 
     #[test]
