@@ -209,8 +209,7 @@ mod tests {
         let error = connection
             .subscriber()
             .await
-            .err()
-            .expect("no subscription named");
+            .expect_err("no subscription named");
 
         assert_eq!(error.kind(), ErrorKind::Config);
         for place in ["`subscription`", "WHARF_SUBSCRIPTION", "?subscription="] {
@@ -223,11 +222,7 @@ mod tests {
         let settings = Settings::from_url("mem://open-tests-none?topic=orders").unwrap();
         let connection = Connection::open(settings).await.unwrap();
 
-        let error = connection
-            .publisher()
-            .await
-            .err()
-            .expect("no topic created");
+        let error = connection.publisher().await.expect_err("no topic created");
 
         assert_eq!(error.kind(), ErrorKind::NotFound);
     }
