@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use url::Url;
-use wharf_core::url_options::is_wharf_option;
+use wharf_core::url_options::{backend_options, unknown_option};
 use wharf_core::{Error, ErrorKind, Result};
 
 use crate::config::PubSubConfig;
@@ -33,18 +33,7 @@ pub(crate) fn parse(url: &str) -> Result<PubSubConfig> {
     check_shape(&parsed)?;
 
     let mut config = PubSubConfig::new(project(&parsed)?);
-    let mut seen: Vec<String> = Vec::new();
-    for (name, value) in parsed.query_pairs() {
-        if is_wharf_option(&name) {
-            continue;
-        }
-        if seen.iter().any(|s| *s == name) {
-            return Err(config_error(format!(
-                "Pub/Sub URL option `{name}` is given twice"
-            )));
-        }
-        seen.push(name.to_string());
-
+    for (name, value) in backend_options("Pub/Sub", parsed.query_pairs())? {
         config = apply(config, &name, &value)?;
     }
     Ok(config)
@@ -107,7 +96,7 @@ fn apply(config: PubSubConfig, name: &str, value: &str) -> Result<PubSubConfig> 
         "max_outstanding_bytes" => config.max_outstanding_bytes(count(name, value)?),
         "publish_delay" => config.publish_delay(duration(name, value)?),
         "idle_release" => config.idle_release(duration(name, value)?),
-        other => return Err(unknown_option(other)),
+        other => return Err(unknown_option("Pub/Sub", other, &URL_OPTIONS)),
     })
 }
 
@@ -140,14 +129,6 @@ fn duration(option: &str, value: &str) -> Result<Duration> {
             "Pub/Sub URL option `{option}` takes a duration such as 10ms or 1s; got `{value}`"
         ))
     })
-}
-
-fn unknown_option(name: &str) -> Error {
-    config_error(format!(
-        "unknown Pub/Sub URL option `{name}`; the accepted ones are {}, and wharf's own ({})",
-        URL_OPTIONS.join(", "),
-        wharf_core::url_options::WHARF_URL_OPTIONS.join(", "),
-    ))
 }
 
 fn config_error(message: String) -> Error {

@@ -7,7 +7,7 @@
 
 use percent_encoding::percent_decode_str;
 use url::Url;
-use wharf_core::url_options::is_wharf_option;
+use wharf_core::url_options::{backend_options, unknown_option};
 use wharf_core::{Error, ErrorKind, Result};
 
 use crate::config::{SqsConfig, StaticCredentials};
@@ -66,19 +66,8 @@ pub(crate) fn parse(url: &str) -> Result<SqsConfig> {
 
 fn read_options(parsed: &Url) -> Result<Options> {
     let mut options = Options::default();
-    let mut seen: Vec<String> = Vec::new();
 
-    for (name, value) in parsed.query_pairs() {
-        if is_wharf_option(&name) {
-            continue;
-        }
-        if seen.iter().any(|s| *s == name) {
-            return Err(config_error(format!(
-                "SQS URL option `{name}` is given twice"
-            )));
-        }
-        seen.push(name.to_string());
-
+    for (name, value) in backend_options("SQS", parsed.query_pairs())? {
         match &*name {
             "region" => options.region = Some(region(&value)?),
             "endpoint" => options.endpoint = Some(endpoint_option(&value)?),
@@ -88,7 +77,7 @@ fn read_options(parsed: &Url) -> Result<Options> {
                 let on = boolean("content_based_deduplication", &value)?;
                 options.content_based_deduplication = Some(on);
             }
-            other => return Err(unknown_option(other)),
+            other => return Err(unknown_option("SQS", other, &URL_OPTIONS)),
         }
     }
     Ok(options)
@@ -208,14 +197,6 @@ fn boolean(option: &str, value: &str) -> Result<bool> {
             "SQS URL option `{option}` takes `true` or `false`; got `{other}`"
         ))),
     }
-}
-
-fn unknown_option(name: &str) -> Error {
-    config_error(format!(
-        "unknown SQS URL option `{name}`; the accepted ones are {}, and wharf's own ({})",
-        URL_OPTIONS.join(", "),
-        wharf_core::url_options::WHARF_URL_OPTIONS.join(", "),
-    ))
 }
 
 fn config_error(message: String) -> Error {
