@@ -199,6 +199,72 @@ impl Delivery {
         self.settled(id, result)
     }
 
+    /// Acknowledges many deliveries with as few calls as the backend allows: those of
+    /// one subscriber go to it together (SQS sends `DeleteMessageBatch` of ten, Pub/Sub
+    /// one `Acknowledge` call), instead of one call per delivery as [`Delivery::ack`].
+    ///
+    /// Returns one result per delivery, in order; a failed one holds its delivery, as
+    /// with [`Delivery::ack`].
+    ///
+    /// ```
+    /// # async fn example(subscriber: wharf_core::Subscriber) -> wharf_core::Result<()> {
+    /// use std::time::Duration;
+    /// use wharf_core::Delivery;
+    ///
+    /// let batch = subscriber.receive(10, Duration::from_secs(5)).await?;
+    /// for failed in Delivery::ack_all(batch).await.into_iter().filter_map(Result::err) {
+    ///     eprintln!("ack of {} failed: {}", failed.delivery.id(), failed.error);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn ack_all(deliveries: Vec<Delivery>) -> Vec<Result<(), SettleError>> {
+        let mut results = Vec::with_capacity(deliveries.len());
+        let mut group: Vec<Delivery> = Vec::new();
+
+        for delivery in deliveries {
+            let same = group
+                .first()
+                .is_none_or(|first| Arc::ptr_eq(&first.driver, &delivery.driver));
+            if !same {
+                results.extend(Self::ack_group(std::mem::take(&mut group)).await);
+            }
+            group.push(delivery);
+        }
+        if !group.is_empty() {
+            results.extend(Self::ack_group(group).await);
+        }
+        results
+    }
+
+    /// Acks deliveries of one driver in one `ack_batch` call.
+    async fn ack_group(mut group: Vec<Delivery>) -> Vec<Result<(), SettleError>> {
+        let driver = group[0].driver.clone();
+        let ids: Vec<AckId> = group.iter_mut().map(Delivery::take_ack_id).collect();
+        let span = debug_span!(
+            "settle",
+            operation = "ack",
+            source = %group[0].source(),
+            backend = driver.capabilities().backend,
+            batch = group.len(),
+        );
+
+        let mut outcomes = driver
+            .ack_batch(ids.clone())
+            .instrument(span)
+            .await
+            .into_iter();
+        group
+            .into_iter()
+            .zip(ids)
+            .map(|(delivery, id)| {
+                let outcome = outcomes
+                    .next()
+                    .unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "no ack result")));
+                delivery.settled(id, outcome)
+            })
+            .collect()
+    }
+
     /// Returns the delivery for redelivery after `delay`; its next attempt is one higher.
     ///
     /// # Errors

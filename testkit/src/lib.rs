@@ -57,7 +57,8 @@
 //! `receive_returns_within_its_timeout_when_empty`, `receive_never_returns_more_than_max`.
 //!
 //! Settling ([`conformance::settle`]):
-//! `ack_stops_redelivery`, `nack_redelivers_with_the_next_attempt`,
+//! `ack_stops_redelivery`, `ack_all_stops_redelivery_of_a_batch`,
+//! `nack_redelivers_with_the_next_attempt`,
 //! `nack_delay_is_honoured`, `dropped_delivery_is_redelivered`,
 //! `attempt_count_survives_a_consumer_restart`.
 //!

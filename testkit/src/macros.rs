@@ -35,6 +35,7 @@ macro_rules! conformance_suite {
                 limits::receive_returns_within_its_timeout_when_empty,
                 limits::receive_never_returns_more_than_max,
                 settle::ack_stops_redelivery,
+                settle::ack_all_stops_redelivery_of_a_batch,
                 settle::nack_redelivers_with_the_next_attempt,
                 settle::nack_delay_is_honoured,
                 settle::dropped_delivery_is_redelivered,

@@ -2,9 +2,10 @@
 //! LocalStack in the same run: publish a batch, receive it, ack every message.
 //!
 //! Needs SQS: `scripts/services up sqs` (or `WHARF_SQS_ENDPOINT`). Run with
-//! `cargo bench -p wharf-sqs`; compare the `wharf` line with the `raw` lines. The raw
-//! client is measured twice: acking one `DeleteMessage` per message, as wharf's
-//! per-delivery `ack` does, and with `DeleteMessageBatch`, as a hand-tuned client would.
+//! `cargo bench -p wharf-sqs`; compare the `wharf` line with the `raw` lines. wharf acks
+//! each received batch with `Delivery::ack_all` (`DeleteMessageBatch`); the raw client
+//! is measured twice: one `DeleteMessage` per message, and `DeleteMessageBatch`, the
+//! same work as wharf's.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequest
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::future::join_all;
 use tokio::runtime::Runtime;
-use wharf_core::{Backend, Message, Publisher, Subscriber, SubscriptionSpec};
+use wharf_core::{Backend, Delivery, Message, Publisher, Subscriber, SubscriptionSpec};
 use wharf_sqs::{SqsBackend, SqsConfig};
 
 /// Messages per iteration: published, received and acked.
@@ -63,7 +64,7 @@ async fn wharf_round(publisher: &Publisher, subscriber: &Subscriber) {
         let batch = subscriber.receive(CHUNK, WAIT).await.expect("receive");
         assert!(!batch.is_empty(), "messages went missing");
         received += batch.len();
-        let acks = join_all(batch.into_iter().map(|delivery| delivery.ack())).await;
+        let acks = Delivery::ack_all(batch).await;
         assert!(acks.iter().all(Result::is_ok), "ack failed");
     }
 }

@@ -3,9 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use wharf_core::{Backend, Message};
+use wharf_core::{Backend, Delivery, Message};
 
-use super::support::{ARRIVAL, Fixture, LEASE_MARGIN, ack, expect_nothing, publish, receive_one};
+use super::support::{
+    ARRIVAL, Fixture, LEASE_MARGIN, ack, expect_nothing, publish, publish_numbered, receive_all,
+    receive_one,
+};
 
 /// Timers of real brokers fire a little early or late; a delay is "honoured" if the
 /// message does not arrive more than this much before it ends.
@@ -22,6 +25,28 @@ pub async fn ack_stops_redelivery(backend: &dyn Backend) {
 
         let quiet = fx.lease() + LEASE_MARGIN;
         expect_nothing(&queue.subscriber, quiet, "it was acked").await;
+    })
+    .await;
+}
+
+/// Acking a whole batch at once ends every message in it, with one result each.
+pub async fn ack_all_stops_redelivery_of_a_batch(backend: &dyn Backend) {
+    let fx = Fixture::new(backend, "ack-all");
+    fx.run(async {
+        let queue = fx.queue().await;
+        publish_numbered(&queue.publisher, 25).await;
+        let received = receive_all(&queue.subscriber, 25, ARRIVAL).await;
+
+        let results = Delivery::ack_all(received).await;
+
+        assert_eq!(results.len(), 25, "one result per delivery");
+        for result in results {
+            if let Err(failed) = result {
+                panic!("ack of {} failed: {}", failed.delivery.id(), failed.error);
+            }
+        }
+        let quiet = fx.lease() + LEASE_MARGIN;
+        expect_nothing(&queue.subscriber, quiet, "the whole batch was acked").await;
     })
     .await;
 }
