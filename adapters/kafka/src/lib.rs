@@ -77,6 +77,16 @@
 //! kept; receive returns nothing until the broker is back; commits that fail are sent
 //! again.
 //!
+//! **Known shortcoming.** With the bundled librdkafka 2.12, a restart of a single-broker
+//! cluster sometimes (about one restart in seven here) leaves a producer or consumer
+//! with no broker at all: the broker answers a metadata request with an empty broker
+//! list while it shuts down, librdkafka drops the broker, and it does not fall back to
+//! `bootstrap.servers` (<https://github.com/confluentinc/librdkafka/issues/5301>). The
+//! client then stalls until the process restarts; nothing confirmed is lost, but it is
+//! not consumed either. Clusters of several brokers are far less exposed. This lifts
+//! with a librdkafka release that re-bootstraps, or with a watchdog in this crate that
+//! rebuilds a client which has lost every broker; `tests/broker_restart.rs` shows it.
+//!
 //! # Limits
 //!
 //! - A message may be [`MAX_MESSAGE_BYTES`] (1,000,000) counting payload, attribute keys
