@@ -55,7 +55,10 @@ fn publishing(c: &mut Criterion) {
     // has not acked in its heap, and this group publishes millions.
     runtime.block_on(async {
         cleanup(&backend, "bench-publish").await;
-        backend.create_topic("bench-publish").await.expect("create topic");
+        backend
+            .create_topic("bench-publish")
+            .await
+            .expect("create topic");
     });
     let wharf = runtime
         .block_on(backend.publisher("bench-publish"))
