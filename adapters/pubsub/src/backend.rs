@@ -60,7 +60,7 @@ const MAX_LABEL_CHARS: usize = 63;
 /// Cheap to clone; clones share connections, publishers and attempt counts.
 ///
 /// ```no_run
-/// # async fn example() -> wharf_core::Result<()> {
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// use wharf_core::{Backend, Message, SubscriptionSpec};
 /// use wharf_pubsub::{PubSubBackend, PubSubConfig};
 ///
