@@ -136,12 +136,14 @@ impl Connection {
     }
 
     /// The subscription: the one named, or on a backend without fan-out (where a
-    /// subscription is its topic's queue) the topic.
+    /// subscription is its topic's queue) the topic, whatever name was asked for.
     fn subscription(&self) -> Result<&str> {
-        match (&self.settings.subscription, self.capabilities().fan_out) {
-            (Some(subscription), _) => Ok(subscription),
-            (None, false) => self.topic(),
-            (None, true) => Err(missing(
+        let caps = self.capabilities();
+        match (&self.settings.subscription, self.topic()) {
+            (Some(wanted), Ok(topic)) => Ok(caps.subscription_name(topic, wanted)),
+            (Some(wanted), Err(_)) => Ok(wanted),
+            (None, topic) if !caps.fan_out => topic,
+            (None, _) => Err(missing(
                 "subscription",
                 "WHARF_SUBSCRIPTION",
                 "subscription",

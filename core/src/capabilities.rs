@@ -47,6 +47,13 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// The name a subscription on `topic` takes: `wanted` where the backend fans out,
+    /// otherwise the topic's own, since without fan-out a subscription is its topic's
+    /// queue.
+    pub fn subscription_name<'a>(&self, topic: &'a str, wanted: &'a str) -> &'a str {
+        if self.fan_out { wanted } else { topic }
+    }
+
     /// Checks `message` against the limits before it is sent.
     ///
     /// # Errors
@@ -191,6 +198,21 @@ mod tests {
             deduplication: false,
             lease_expiry: true,
         }
+    }
+
+    #[test]
+    fn without_fan_out_a_subscription_takes_its_topics_name() {
+        let fan_out = Capabilities {
+            fan_out: true,
+            ..small()
+        };
+        let queue = Capabilities {
+            fan_out: false,
+            ..small()
+        };
+
+        assert_eq!(fan_out.subscription_name("orders", "billing"), "billing");
+        assert_eq!(queue.subscription_name("orders", "billing"), "orders");
     }
 
     #[test]

@@ -165,4 +165,4 @@ mod url_config;
 pub use backend::{DEAD_LETTER_LABEL, PubSubBackend};
 pub use config::{EMULATOR_HOST_VAR, PubSubConfig};
 pub use error::OrderingKeyPaused;
-pub use url_config::{SCHEME, URL_OPTIONS, topic_of};
+pub use url_config::{SCHEME, URL_OPTIONS};

@@ -2,7 +2,8 @@
 //!
 //! `pubsub://PROJECT[/TOPIC][?option=value&...]`. The host is the Google Cloud project;
 //! an optional single path segment names the topic, which the `wharf` crate's settings
-//! read (the backend itself serves every topic of the project). Wharf's own query
+//! read (the backend itself serves every topic of the project, so it only checks the
+//! path's shape here). Wharf's own query
 //! options (see [`wharf_core::url_options`]) are skipped; anything else unknown is
 //! refused, so a misspelt option is an error rather than silently ignored.
 
@@ -37,13 +38,6 @@ pub(crate) fn parse(url: &str) -> Result<PubSubConfig> {
         config = apply(config, &name, &value)?;
     }
     Ok(config)
-}
-
-/// The topic named by the URL's path, if any: `pubsub://PROJECT/TOPIC`.
-pub fn topic_of(url: &str) -> Option<String> {
-    let parsed = Url::parse(url).ok()?;
-    let topic = parsed.path().trim_matches('/');
-    (!topic.is_empty()).then(|| topic.to_owned())
 }
 
 fn check_shape(parsed: &Url) -> Result<()> {
@@ -159,16 +153,6 @@ mod tests {
         assert_eq!(config.max_outstanding_bytes, 1_048_576);
         assert_eq!(config.publish_delay, Duration::from_millis(5));
         assert_eq!(config.idle_release, Duration::from_secs(2));
-    }
-
-    #[test]
-    fn the_path_names_the_topic() {
-        assert_eq!(
-            topic_of("pubsub://p/orders?subscription=s").as_deref(),
-            Some("orders")
-        );
-        assert_eq!(topic_of("pubsub://p"), None);
-        assert_eq!(topic_of("pubsub://p/"), None);
     }
 
     #[test]

@@ -51,12 +51,13 @@ impl Names {
     /// topic's queue, so it takes the topic's name.
     pub fn for_backend(prefix: &str, backend: &Capabilities) -> Self {
         let names = Self::new(prefix);
-        if backend.fan_out {
-            return names;
-        }
         Self {
-            fulfilment: names.orders.clone(),
-            status: names.replies.clone(),
+            fulfilment: backend
+                .subscription_name(&names.orders, &names.fulfilment)
+                .to_owned(),
+            status: backend
+                .subscription_name(&names.replies, &names.status)
+                .to_owned(),
             ..names
         }
     }

@@ -105,11 +105,8 @@ impl<'a> Fixture<'a> {
     /// backend without fan-out the subscription is the topic's queue, so it takes the
     /// topic's name.
     pub fn spec(&self, topic: &str) -> SubscriptionSpec {
-        let name = if self.caps.fan_out {
-            self.name("s")
-        } else {
-            topic.to_owned()
-        };
+        let wanted = self.name("s");
+        let name = self.caps.subscription_name(topic, &wanted);
         SubscriptionSpec::new(topic, name).lease(self.lease())
     }
 
