@@ -44,6 +44,9 @@ pub struct Capabilities {
     /// A delivery left unsettled past its lease is redelivered while its consumer
     /// is still connected. Without it, only a disconnect or a nack returns it.
     pub lease_expiry: bool,
+    /// [`Backend::stats`](crate::Backend::stats) reports how many messages a
+    /// subscription holds.
+    pub backlog_stats: bool,
 }
 
 impl Capabilities {
@@ -197,6 +200,7 @@ mod tests {
             fan_out: true,
             deduplication: false,
             lease_expiry: true,
+            backlog_stats: true,
         }
     }
 

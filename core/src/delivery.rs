@@ -36,6 +36,36 @@ struct Contents {
 }
 
 impl Received {
+    /// The contents of `raw` as a delivery from `source`, without a way to settle it:
+    /// for a backend's [`peek_dead_letters`](crate::Backend::peek_dead_letters).
+    pub fn from_raw(raw: RawDelivery, source: &str) -> Self {
+        Self(Arc::new(Contents {
+            id: raw.id,
+            payload: raw.payload,
+            attributes: raw.attributes,
+            ordering_key: raw.ordering_key,
+            attempt: raw.attempt.max(1),
+            published_at: raw.published_at,
+            first_failure: raw.first_failure,
+            source: source.into(),
+        }))
+    }
+
+    /// `message` as if it had just been delivered from `source`, on its first attempt:
+    /// for tests of handlers and filters.
+    pub fn detached(message: &Message, source: &str) -> Self {
+        Self(Arc::new(Contents {
+            id: String::new(),
+            payload: message.payload().clone(),
+            attributes: message.attributes().clone(),
+            ordering_key: message.ordering_key().map(str::to_owned),
+            attempt: 1,
+            published_at: SystemTime::now(),
+            first_failure: None,
+            source: source.into(),
+        }))
+    }
+
     /// The backend's id for the message.
     pub fn id(&self) -> &str {
         &self.0.id

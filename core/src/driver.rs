@@ -33,8 +33,10 @@ use bytes::Bytes;
 
 use crate::capabilities::Capabilities;
 use crate::dead_letter::DeadLetter;
+use crate::delivery::Received;
 use crate::error::{Error, Result};
 use crate::message::{Attributes, Message};
+use crate::operations::{Expectations, Figure, Finding, SubscriptionStats};
 use crate::publisher::Publisher;
 use crate::subscriber::Subscriber;
 
@@ -250,4 +252,83 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Deletes the topic.
     async fn delete_topic(&self, topic: &str) -> Result<()>;
+
+    /// The subscription's backlog: ready, in flight, delayed, dead-lettered, the age of
+    /// the oldest message and, on a log, the consumer lag; each figure the broker cannot
+    /// report says so.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](crate::ErrorKind::NotFound) for an unknown subscription;
+    /// [`Unsupported`](crate::ErrorKind::Unsupported) from a backend without stats.
+    async fn stats(&self, subscription: &str) -> Result<SubscriptionStats> {
+        let _ = subscription;
+        Err(Error::unsupported(
+            self.capabilities().backend,
+            "backlog stats",
+        ))
+    }
+
+    /// Up to `max` messages of the subscription's dead-letter destination, oldest first
+    /// where the broker keeps an order, left where they are.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](crate::ErrorKind::NotFound) for an unknown subscription;
+    /// [`Unsupported`](crate::ErrorKind::Unsupported) from a backend without it.
+    async fn peek_dead_letters(&self, subscription: &str, max: usize) -> Result<Vec<Received>> {
+        let _ = (subscription, max);
+        Err(Error::unsupported(
+            self.capabilities().backend,
+            "peeking at dead letters",
+        ))
+    }
+
+    /// Removes every message of the subscription's dead-letter destination, returning
+    /// how many where the broker says.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](crate::ErrorKind::NotFound) for an unknown subscription;
+    /// [`Unsupported`](crate::ErrorKind::Unsupported) from a backend without it.
+    async fn purge_dead_letters(&self, subscription: &str) -> Result<Figure<u64>> {
+        let _ = subscription;
+        Err(Error::unsupported(
+            self.capabilities().backend,
+            "purging dead letters",
+        ))
+    }
+
+    /// A publisher whose messages reach this subscription, for
+    /// [`redrive`](crate::operations::redrive): the subscription's own queue where the
+    /// broker has one, otherwise the narrowest destination that feeds it (documented per
+    /// backend).
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](crate::ErrorKind::NotFound) for an unknown subscription;
+    /// [`Unsupported`](crate::ErrorKind::Unsupported) from a backend without it.
+    async fn redrive_publisher(&self, subscription: &str) -> Result<Publisher> {
+        let _ = subscription;
+        Err(Error::unsupported(
+            self.capabilities().backend,
+            "redriving dead letters",
+        ))
+    }
+
+    /// Compares the broker's setup of `expected.spec` with what the application
+    /// expects and reports each mismatch with its fix; an empty list means none found.
+    ///
+    /// # Errors
+    ///
+    /// The broker's error when its setup cannot be read (a missing subscription is a
+    /// finding, not an error); [`Unsupported`](crate::ErrorKind::Unsupported) from a
+    /// backend without checks.
+    async fn doctor(&self, expected: &Expectations) -> Result<Vec<Finding>> {
+        let _ = expected;
+        Err(Error::unsupported(
+            self.capabilities().backend,
+            "setup checks",
+        ))
+    }
 }

@@ -28,6 +28,7 @@ pub mod driver;
 pub mod error;
 pub mod handler;
 pub mod message;
+pub mod operations;
 pub mod publisher;
 pub mod reply;
 pub mod retry;
@@ -42,6 +43,7 @@ pub use driver::{AckId, Backend, RawDelivery, SubscriptionDriver, SubscriptionSp
 pub use error::{Error, ErrorKind, PublishError, Result, SettleError};
 pub use handler::{Handler, HandlerError};
 pub use message::{Attributes, Message};
+pub use operations::{Expectations, Figure, Finding, Severity, SubscriptionStats};
 pub use publisher::Publisher;
 pub use retry::{Decision, RetryPolicy};
 pub use subscriber::Subscriber;

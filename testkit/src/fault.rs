@@ -61,8 +61,9 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 use tracing::debug;
 use wharf_core::{
-    AckId, Backend, Capabilities, DeadLetter, Error, ErrorKind, Message, Publisher, RawDelivery,
-    Result, Subscriber, SubscriptionDriver, SubscriptionSpec, TopicDriver,
+    AckId, Backend, Capabilities, DeadLetter, Error, ErrorKind, Expectations, Figure, Finding,
+    Message, Publisher, RawDelivery, Received, Result, Subscriber, SubscriptionDriver,
+    SubscriptionSpec, SubscriptionStats, TopicDriver,
 };
 
 /// When a fault strikes.
@@ -339,6 +340,27 @@ impl<B: Backend> Backend for FaultyBackend<B> {
 
     async fn delete_topic(&self, topic: &str) -> Result<()> {
         self.inner.delete_topic(topic).await
+    }
+
+    // The operations pass through untouched: faults are for the application's path.
+    async fn stats(&self, subscription: &str) -> Result<SubscriptionStats> {
+        self.inner.stats(subscription).await
+    }
+
+    async fn peek_dead_letters(&self, subscription: &str, max: usize) -> Result<Vec<Received>> {
+        self.inner.peek_dead_letters(subscription, max).await
+    }
+
+    async fn purge_dead_letters(&self, subscription: &str) -> Result<Figure<u64>> {
+        self.inner.purge_dead_letters(subscription).await
+    }
+
+    async fn redrive_publisher(&self, subscription: &str) -> Result<Publisher> {
+        self.inner.redrive_publisher(subscription).await
+    }
+
+    async fn doctor(&self, expected: &Expectations) -> Result<Vec<Finding>> {
+        self.inner.doctor(expected).await
     }
 }
 

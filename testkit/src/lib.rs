@@ -88,6 +88,13 @@
 //! `fan_out_delivers_every_message_to_every_subscription`, `ordering_key_keeps_order`,
 //! `duplicate_publish_is_delivered_once`, `delayed_publish_is_not_delivered_early`.
 //!
+//! Operating queues ([`conformance::operations`]):
+//! `stats_follow_a_growing_then_draining_backlog`, `peek_leaves_dead_letters_in_place`,
+//! `redrive_returns_dead_letters_intact`, `filtered_redrive_leaves_the_rest`,
+//! `purge_empties_the_dead_letters`, `doctor_accepts_what_wharf_created`,
+//! `doctor_reports_a_missing_subscription`,
+//! `doctor_reports_a_delivery_limit_below_the_retries`.
+//!
 //! # Fault injection
 //!
 //! [`FaultyBackend`] wraps any backend and makes it misbehave on purpose: failed

@@ -60,6 +60,14 @@ macro_rules! conformance_suite {
                 features::ordering_key_keeps_order,
                 features::duplicate_publish_is_delivered_once,
                 features::delayed_publish_is_not_delivered_early,
+                operations::stats_follow_a_growing_then_draining_backlog,
+                operations::peek_leaves_dead_letters_in_place,
+                operations::redrive_returns_dead_letters_intact,
+                operations::filtered_redrive_leaves_the_rest,
+                operations::purge_empties_the_dead_letters,
+                operations::doctor_accepts_what_wharf_created,
+                operations::doctor_reports_a_missing_subscription,
+                operations::doctor_reports_a_delivery_limit_below_the_retries,
             }
             $crate::__conformance_owned_cases! {
                 $backend;

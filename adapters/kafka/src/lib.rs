@@ -266,5 +266,6 @@ pub fn capabilities() -> Capabilities {
         fan_out: true,
         deduplication: false,
         lease_expiry: false,
+        backlog_stats: true,
     }
 }

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use tracing::debug;
 use wharf_core::{
-    Backend, Capabilities, Error, ErrorKind, Publisher, Result, Subscriber, SubscriptionSpec,
+    Backend, Capabilities, Error, ErrorKind, Expectations, Figure, Finding, Publisher, Received,
+    Result, Subscriber, SubscriptionSpec, SubscriptionStats,
 };
 
+use crate::counts::StateCounts;
 use crate::driver::{MemoryPublisher, MemorySubscription};
 use crate::options::MemoryOptions;
 use crate::queue::{Queue, QueueConfig};
-use crate::stats::SubscriptionStats;
 use crate::topic::Topic;
 
 /// An in-process message broker with the semantics of a cloud queue.
@@ -92,12 +93,30 @@ impl MemoryBackend {
     /// # Errors
     ///
     /// [`NotFound`](ErrorKind::NotFound) if no such subscription exists.
-    pub fn stats(&self, subscription: &str) -> Result<SubscriptionStats> {
+    pub fn counts(&self, subscription: &str) -> Result<StateCounts> {
         let queue = self.broker.queue(subscription)?;
 
         let mut stats = queue.stats();
         stats.dead_lettered = queue.dead_letter_queue().map_or(0, |dlq| dlq.len());
         Ok(stats)
+    }
+
+    /// The settings and queue of `subscription`.
+    pub(crate) fn registered(&self, subscription: &str) -> Result<(SubscriptionSpec, Arc<Queue>)> {
+        let registry = self.broker.registry();
+        let found = registry.subscriptions.get(subscription);
+        let found = found.ok_or_else(|| missing_subscription(subscription))?;
+        Ok((found.spec.clone(), found.queue.clone()))
+    }
+
+    /// A publisher that feeds `queue` alone, through a topic of its own.
+    pub(crate) fn publisher_into(&self, queue: Arc<Queue>) -> Publisher {
+        let window = self.broker.options.deduplication_window;
+        let ids = self.broker.message_ids.clone();
+        let feed = Arc::new(Topic::new(queue.name().to_owned(), window, ids));
+        feed.attach(queue);
+
+        Publisher::new(MemoryPublisher::new(feed, self.broker.capabilities.clone()))
     }
 
     fn next_queue_id(&self) -> u64 {
@@ -247,6 +266,27 @@ impl Backend for MemoryBackend {
         debug!(destination = topic, "topic deleted");
         Ok(())
     }
+
+    async fn stats(&self, subscription: &str) -> Result<SubscriptionStats> {
+        self.subscription_stats(subscription)
+    }
+
+    async fn peek_dead_letters(&self, subscription: &str, max: usize) -> Result<Vec<Received>> {
+        self.peek(subscription, max)
+    }
+
+    async fn purge_dead_letters(&self, subscription: &str) -> Result<Figure<u64>> {
+        self.purge(subscription)
+    }
+
+    async fn redrive_publisher(&self, subscription: &str) -> Result<Publisher> {
+        let (_, queue) = self.registered(subscription)?;
+        Ok(self.publisher_into(queue))
+    }
+
+    async fn doctor(&self, expected: &Expectations) -> Result<Vec<Finding>> {
+        Ok(self.check(expected))
+    }
 }
 
 impl MemoryBackend {
@@ -348,7 +388,7 @@ fn missing_topic(topic: &str) -> Error {
     )
 }
 
-fn missing_subscription(subscription: &str) -> Error {
+pub(crate) fn missing_subscription(subscription: &str) -> Error {
     Error::new(
         ErrorKind::NotFound,
         format!(

@@ -26,7 +26,7 @@
 //! assert_eq!(delivery.attempt(), 1);
 //! delivery.ack().await?;
 //!
-//! assert_eq!(backend.stats("billing")?.ready, 0);
+//! assert_eq!(backend.counts("billing")?.ready, 0);
 //! # Ok(()) }
 //! ```
 //!
@@ -99,7 +99,7 @@
 //!
 //! # Reaching the native client
 //!
-//! There is none: the broker is this crate. [`MemoryBackend::stats`] shows a
+//! There is none: the broker is this crate. [`MemoryBackend::counts`] shows a
 //! subscription's ready, in-flight, delayed, blocked and dead-lettered counts and the age
 //! of its oldest message.
 //!
@@ -116,15 +116,16 @@
 //! never unavailable.
 
 mod backend;
+mod counts;
 mod driver;
+mod operations;
 mod options;
 mod queue;
-mod stats;
 mod topic;
 
 pub use backend::MemoryBackend;
+pub use counts::StateCounts;
 pub use options::{
     DEFAULT_DEDUPLICATION_WINDOW, DEFAULT_MAX_MESSAGE_BYTES, MAX_ATTRIBUTES, MAX_BATCH_BYTES,
     MAX_BATCH_MESSAGES, MAX_LEASE, MAX_NACK_DELAY, MAX_PUBLISH_DELAY, MIN_LEASE, MemoryOptions,
 };
-pub use stats::SubscriptionStats;

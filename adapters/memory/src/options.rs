@@ -114,6 +114,7 @@ impl MemoryOptions {
             fan_out: true,
             deduplication: true,
             lease_expiry: true,
+            backlog_stats: true,
         }
     }
 }

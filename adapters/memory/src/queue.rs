@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, trace, warn};
 use wharf_core::{Attributes, DeadLetter, Error, ErrorKind, Message, Result};
 
-use crate::stats::SubscriptionStats;
+use crate::counts::StateCounts;
 
 /// A published message, shared by every subscription that holds a copy of it.
 pub(crate) struct Stored {
@@ -69,6 +69,13 @@ pub(crate) struct Taken {
     pub(crate) attempt: u32,
     pub(crate) first_failure: Option<SystemTime>,
     pub(crate) receipt: Receipt,
+}
+
+/// A message looked at by [`Queue::peek`].
+pub(crate) struct Peeked {
+    pub(crate) message: Arc<Stored>,
+    pub(crate) deliveries: u32,
+    pub(crate) first_failure: Option<SystemTime>,
 }
 
 /// What a receive found.
@@ -253,7 +260,7 @@ impl Queue {
     }
 
     /// Counts the queue's messages by phase; `dead_lettered` is left at zero.
-    pub(crate) fn stats(&self) -> SubscriptionStats {
+    pub(crate) fn stats(&self) -> StateCounts {
         let now = Instant::now();
 
         let mut state = self.lock();
@@ -266,6 +273,40 @@ impl Queue {
     /// How many messages the queue holds in any phase.
     pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()
+    }
+
+    /// Up to `max` of the queue's messages in any phase, oldest first, with how many
+    /// times each was delivered; nothing about them changes.
+    pub(crate) fn peek(&self, max: usize) -> Vec<Peeked> {
+        let state = self.lock();
+        let mut found: Vec<Peeked> = state
+            .entries
+            .iter()
+            .map(|(_, entry)| Peeked {
+                message: entry.message.clone(),
+                deliveries: entry.deliveries,
+                first_failure: entry.first_failure,
+            })
+            .collect();
+        drop(state);
+
+        found.sort_by_key(|peeked| peeked.message.id);
+        found.truncate(max);
+        found
+    }
+
+    /// Removes every message, returning how many there were. Receipts of messages in
+    /// flight go stale.
+    pub(crate) fn purge(&self) -> usize {
+        let mut state = self.lock();
+        let removed = state.entries.len();
+        *state = State {
+            next_lease: state.next_lease,
+            wake: true,
+            ..State::default()
+        };
+        self.unlock(state);
+        removed
     }
 
     fn dead_letter_exhausted(&self, exhausted: Vec<Entry>, limit: u32) {
@@ -624,8 +665,8 @@ impl State {
         }
     }
 
-    fn stats(&self) -> SubscriptionStats {
-        let mut stats = SubscriptionStats::default();
+    fn stats(&self) -> StateCounts {
+        let mut stats = StateCounts::default();
         let mut oldest: Option<SystemTime> = None;
 
         for (_, entry) in &self.entries {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::{Instant, advance};
 use wharf_core::dead_letter::{ATTEMPTS, Envelope, REASON};
 use wharf_core::{Backend, Delivery, ErrorKind, Message, Publisher, Subscriber, SubscriptionSpec};
-use wharf_memory::{MemoryBackend, MemoryOptions, SubscriptionStats};
+use wharf_memory::{MemoryBackend, MemoryOptions, StateCounts};
 
 const LEASE: Duration = Duration::from_secs(10);
 const NOW: Duration = Duration::ZERO;
@@ -83,7 +83,7 @@ async fn settling_after_the_lease_ran_out_is_lease_expired_even_before_redeliver
     let failed = delivery.ack().await.unwrap_err();
 
     assert_eq!(failed.error.kind(), ErrorKind::LeaseExpired);
-    assert_eq!(s.backend.stats("billing").unwrap().ready, 1);
+    assert_eq!(s.backend.counts("billing").unwrap().ready, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -99,10 +99,7 @@ async fn a_receipt_from_an_earlier_delivery_cannot_settle_the_redelivery() {
 
     assert_eq!(stale_nack.error.kind(), ErrorKind::LeaseExpired);
     assert!(current_ack.is_ok());
-    assert_eq!(
-        s.backend.stats("billing").unwrap(),
-        SubscriptionStats::default()
-    );
+    assert_eq!(s.backend.counts("billing").unwrap(), StateCounts::default());
 }
 
 #[tokio::test(start_paused = true)]
@@ -212,7 +209,7 @@ async fn one_ordering_key_is_blocked_while_its_message_is_in_flight() {
     let while_a_in_flight = receive_all(&s.subscriber).await;
     assert_eq!(payloads(&first), ["a", "c"]);
     assert!(while_a_in_flight.is_empty());
-    assert_eq!(s.backend.stats("billing").unwrap().blocked, 2);
+    assert_eq!(s.backend.counts("billing").unwrap().blocked, 2);
 
     for delivery in first {
         delivery.ack().await.unwrap();
@@ -315,7 +312,7 @@ async fn dead_lettering_keeps_payload_attributes_and_the_reason() {
     assert_eq!(envelope.reason, "unknown product");
     assert_eq!(envelope.source, "billing");
     assert_eq!(Envelope::strip(letter.attributes()).len(), 1);
-    assert_eq!(s.backend.stats("billing").unwrap().dead_lettered, 1);
+    assert_eq!(s.backend.counts("billing").unwrap().dead_lettered, 1);
 }
 
 #[tokio::test]
@@ -378,7 +375,7 @@ async fn a_topic_without_subscriptions_keeps_nothing() {
     let spec = SubscriptionSpec::new("orders", "late");
     backend.create_subscription(&spec).await.unwrap();
 
-    assert_eq!(backend.stats("late").unwrap(), SubscriptionStats::default());
+    assert_eq!(backend.counts("late").unwrap(), StateCounts::default());
 }
 
 #[tokio::test]
@@ -488,7 +485,7 @@ async fn stats_count_messages_by_state() {
     let leased = s.subscriber.receive(1, NOW).await.unwrap();
     advance(Duration::from_secs(1)).await;
 
-    let stats = s.backend.stats("billing").unwrap();
+    let stats = s.backend.counts("billing").unwrap();
 
     assert_eq!((stats.ready, stats.in_flight, stats.delayed), (1, 1, 1));
     assert!(stats.oldest_age.is_some());

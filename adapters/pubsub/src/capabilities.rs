@@ -80,5 +80,7 @@ pub fn capabilities() -> Capabilities {
         // and those key on the message id the service assigns.
         deduplication: false,
         lease_expiry: true,
+        // Pub/Sub reports backlog only through Cloud Monitoring, which the emulator lacks.
+        backlog_stats: false,
     }
 }

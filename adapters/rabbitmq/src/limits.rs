@@ -41,5 +41,6 @@ pub fn capabilities(queue_type: QueueType) -> Capabilities {
         fan_out: true,
         deduplication: false,
         lease_expiry: false,
+        backlog_stats: true,
     }
 }

@@ -81,6 +81,7 @@ pub fn standard() -> Capabilities {
         fan_out: false,
         deduplication: false,
         lease_expiry: true,
+        backlog_stats: true,
     }
 }
 

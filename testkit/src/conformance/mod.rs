@@ -13,6 +13,7 @@ pub mod dead_letter;
 pub mod features;
 pub mod lease;
 pub mod limits;
+pub mod operations;
 pub mod publish;
 pub mod reply;
 pub mod settle;

@@ -1,14 +1,14 @@
-//! [`SubscriptionStats`]: how many messages a subscription holds, and in which state, for
+//! [`StateCounts`]: how many messages a memory subscription holds in each state, for
 //! dashboards, tests and tools.
 
 use std::time::Duration;
 
 /// A snapshot of one subscription's messages, from
-/// [`MemoryBackend::stats`](crate::MemoryBackend::stats).
+/// [`MemoryBackend::counts`](crate::MemoryBackend::counts).
 ///
 /// `ready + in_flight + delayed + blocked` is every message the subscription still holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SubscriptionStats {
+pub struct StateCounts {
     /// Visible now, waiting for a receiver.
     pub ready: usize,
     /// Delivered and not yet settled, their lease still running.

@@ -1,0 +1,27 @@
+//! Operating queues: how far behind a subscription is, what failed and how to replay it,
+//! and whether the broker is set up the way the application expects.
+//!
+//! Each backend answers these questions from what its broker exposes, through the
+//! [`Backend`](crate::Backend) methods [`stats`](crate::Backend::stats),
+//! [`peek_dead_letters`](crate::Backend::peek_dead_letters),
+//! [`purge_dead_letters`](crate::Backend::purge_dead_letters),
+//! [`redrive_publisher`](crate::Backend::redrive_publisher) and
+//! [`doctor`](crate::Backend::doctor). What is the same everywhere lives here:
+//!
+//! - [`stats`]: the [`SubscriptionStats`] snapshot, whose figures are each a [`Figure`]
+//!   that is either known or says why the broker cannot report it. No made-up zeros.
+//! - [`dead_letters`]: [`redrive`](dead_letters::redrive) moves dead letters back to
+//!   their subscription, all or filtered, at a bounded rate, keeping payload and
+//!   attributes and counting redrives in [`REDRIVE_COUNT`](dead_letters::REDRIVE_COUNT);
+//!   plus the receive-based peek and purge that queue-like backends share.
+//! - [`doctor`]: [`Expectations`](doctor::Expectations) built from the application's
+//!   retry policy and worker options, the [`Finding`](doctor::Finding)s a backend
+//!   reports, and the comparisons every backend makes the same way.
+
+pub mod dead_letters;
+pub mod doctor;
+pub mod stats;
+
+pub use dead_letters::{RedriveOptions, RedriveReport, redrive};
+pub use doctor::{Expectations, Finding, Severity};
+pub use stats::{Figure, SubscriptionStats};
