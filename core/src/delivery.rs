@@ -19,6 +19,7 @@ use crate::dead_letter::DeadLetter;
 use crate::driver::{AckId, RawDelivery, SubscriptionDriver};
 use crate::error::{Error, ErrorKind, Result, SettleError};
 use crate::message::{Attributes, Message};
+use crate::telemetry::{self, Instruments};
 
 /// The contents of a delivery, cheap to clone and safe to hand to a handler.
 #[derive(Clone)]
@@ -127,6 +128,12 @@ impl Received {
         })
     }
 
+    /// The W3C trace context the publisher wrote into the message's attributes; an
+    /// empty context when it carries none. See [`telemetry`](crate::telemetry).
+    pub fn trace_context(&self) -> opentelemetry::Context {
+        telemetry::extract(&self.0.attributes)
+    }
+
     /// The message as it was published: payload, attributes and ordering key.
     pub fn to_message(&self) -> Message {
         let mut message =
@@ -173,6 +180,7 @@ pub struct Delivery {
     received: Received,
     ack_id: Option<AckId>,
     driver: Arc<dyn SubscriptionDriver>,
+    instruments: Arc<Instruments>,
 }
 
 impl Delivery {
@@ -180,6 +188,7 @@ impl Delivery {
         raw: RawDelivery,
         driver: Arc<dyn SubscriptionDriver>,
         source: Arc<str>,
+        instruments: Arc<Instruments>,
     ) -> Self {
         let contents = Contents {
             id: raw.id,
@@ -195,6 +204,7 @@ impl Delivery {
             received: Received(Arc::new(contents)),
             ack_id: Some(raw.ack_id),
             driver,
+            instruments,
         }
     }
 
@@ -206,6 +216,10 @@ impl Delivery {
     /// The read-only contents, cheap to clone.
     pub fn received(&self) -> &Received {
         &self.received
+    }
+
+    pub(crate) fn instruments(&self) -> &Instruments {
+        &self.instruments
     }
 
     /// Acknowledges the delivery: it is done and will not be delivered again.
@@ -226,6 +240,9 @@ impl Delivery {
             .pop();
         let result =
             result.unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "no ack result")));
+        if result.is_ok() {
+            self.instruments.acked();
+        }
         self.settled(id, result)
     }
 
@@ -290,6 +307,9 @@ impl Delivery {
                 let outcome = outcomes
                     .next()
                     .unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "no ack result")));
+                if outcome.is_ok() {
+                    delivery.instruments.acked();
+                }
                 delivery.settled(id, outcome)
             })
             .collect()
@@ -312,6 +332,9 @@ impl Delivery {
         let span = self.span("nack");
 
         let result = self.driver.nack(id.clone(), delay).instrument(span).await;
+        if result.is_ok() {
+            self.instruments.nacked();
+        }
         self.settled(id, result)
     }
 
@@ -331,6 +354,9 @@ impl Delivery {
             .dead_letter(id.clone(), letter)
             .instrument(span)
             .await;
+        if result.is_ok() {
+            self.instruments.dead_lettered();
+        }
         self.settled(id, result)
     }
 

@@ -14,12 +14,19 @@
 //! out comes back with its [`attempt`](Received::attempt) one higher. Handlers must
 //! therefore tolerate seeing a message twice.
 //!
-//! # Tracing
+//! # Tracing and metrics
 //!
 //! Spans `publish`, `receive`, `settle` (with `operation` = `ack`, `nack`, `dead_letter`
 //! or `extend_lease`), `worker` and `handle`, with the fields `destination` or `source`,
 //! `backend`, `batch_size`, `bytes`, `delivery`, `attempt` and `error.kind`. Payloads are
-//! never logged.
+//! never logged. With OpenTelemetry installed, the W3C trace context travels in message
+//! attributes so a handler's span continues the publisher's trace, and counters,
+//! a handler-duration histogram and backlog gauges are recorded: see [`telemetry`].
+//!
+//! # Operating queues
+//!
+//! Backlog stats, dead-letter peek, redrive and purge, and setup checks against the
+//! application's policy, the same on every backend: see [`operations`].
 
 pub mod capabilities;
 pub mod dead_letter;
@@ -33,6 +40,7 @@ pub mod publisher;
 pub mod reply;
 pub mod retry;
 pub mod subscriber;
+pub mod telemetry;
 pub mod url_options;
 pub mod worker;
 

@@ -9,6 +9,7 @@ use crate::capabilities::Capabilities;
 use crate::driver::TopicDriver;
 use crate::error::{Error, PublishError, Result};
 use crate::message::Message;
+use crate::telemetry::{self, Instruments};
 
 /// Sends messages to one topic of any backend.
 ///
@@ -26,19 +27,22 @@ use crate::message::Message;
 #[derive(Clone)]
 pub struct Publisher {
     driver: Arc<dyn TopicDriver>,
+    instruments: Arc<Instruments>,
 }
 
 impl Publisher {
     /// Wraps an adapter's topic driver.
     pub fn new(driver: impl TopicDriver) -> Self {
-        Self {
-            driver: Arc::new(driver),
-        }
+        Self::from_arc(Arc::new(driver))
     }
 
     /// Wraps a shared topic driver.
     pub fn from_arc(driver: Arc<dyn TopicDriver>) -> Self {
-        Self { driver }
+        let instruments = Instruments::new(driver.capabilities().backend, driver.topic());
+        Self {
+            driver,
+            instruments,
+        }
     }
 
     /// The adapter's driver behind this publisher, for wrappers such as fault injection
@@ -86,9 +90,10 @@ impl Publisher {
         let mut results: Vec<Option<Result<(), PublishError>>> = Vec::with_capacity(messages.len());
         let mut chunk = Chunk::default();
 
-        for message in messages {
+        for mut message in messages {
             let index = results.len();
             results.push(None);
+            telemetry::inject_current(&mut message, &caps);
 
             if let Err(error) = caps.check_message(&message) {
                 results[index] = Some(Err(PublishError::new(error, message)));
@@ -124,6 +129,8 @@ impl Publisher {
             .await;
 
         let expected = chunk.messages.len();
+        let accepted = outcome.iter().filter(|result| result.is_ok()).count();
+        self.instruments.published(accepted as u64);
         let mut outcome = outcome.into_iter();
         for (index, message) in chunk.indices.into_iter().zip(chunk.messages) {
             let result = outcome

@@ -10,6 +10,7 @@ use crate::capabilities::Capabilities;
 use crate::delivery::Delivery;
 use crate::driver::SubscriptionDriver;
 use crate::error::{Error, ErrorKind, Result};
+use crate::telemetry::Instruments;
 
 /// Slack given to a backend's receive beyond the caller's timeout: one network round trip.
 const RECEIVE_SLACK: Duration = Duration::from_secs(2);
@@ -34,6 +35,7 @@ pub struct Subscriber {
     driver: Arc<dyn SubscriptionDriver>,
     // Shared by every delivery, so receiving does not copy the name per message.
     source: Arc<str>,
+    instruments: Arc<Instruments>,
 }
 
 impl Subscriber {
@@ -45,7 +47,12 @@ impl Subscriber {
     /// Wraps a shared subscription driver.
     pub fn from_arc(driver: Arc<dyn SubscriptionDriver>) -> Self {
         let source = Arc::from(driver.subscription());
-        Self { driver, source }
+        let instruments = Instruments::new(driver.capabilities().backend, driver.subscription());
+        Self {
+            driver,
+            source,
+            instruments,
+        }
     }
 
     /// The adapter's driver behind this subscriber, for wrappers such as fault injection
@@ -98,7 +105,10 @@ impl Subscriber {
 
         Ok(raw
             .into_iter()
-            .map(|raw| Delivery::new(raw, self.driver.clone(), self.source.clone()))
+            .map(|raw| {
+                let (driver, source) = (self.driver.clone(), self.source.clone());
+                Delivery::new(raw, driver, source, self.instruments.clone())
+            })
             .collect())
     }
 

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::handler::{Handler, HandlerError};
 use crate::retry::{Decision, RetryPolicy};
 use crate::subscriber::Subscriber;
+use crate::telemetry;
 
 /// Settings of a [`Worker`].
 #[derive(Debug, Clone)]
@@ -386,7 +387,14 @@ enum Outcome {
 
 impl<H: Handler> Job<H> {
     async fn process(self, delivery: Delivery, _permit: OwnedSemaphorePermit) {
-        let span = info_span!("handle", delivery = %delivery.id(), attempt = delivery.attempt());
+        let span = info_span!(
+            "handle",
+            source = %delivery.source(),
+            backend = delivery.capabilities().backend,
+            delivery = %delivery.id(),
+            attempt = delivery.attempt(),
+        );
+        telemetry::continue_trace(&span, delivery.attributes());
         async move {
             let outcome = self.run_handler(&delivery).await;
             self.settle(delivery, outcome).await;
@@ -398,8 +406,9 @@ impl<H: Handler> Job<H> {
     async fn run_handler(&self, delivery: &Delivery) -> Outcome {
         let handling = AssertUnwindSafe(self.handler.handle(delivery.received().clone()));
         let guarded = tokio::time::timeout(self.options.handler_timeout, handling.catch_unwind());
+        let started = Instant::now();
 
-        tokio::select! {
+        let outcome = tokio::select! {
             result = guarded => match result {
                 Ok(Ok(done)) => Outcome::Done(done),
                 Ok(Err(panic)) => Outcome::Panicked(panic_text(&panic)),
@@ -407,7 +416,9 @@ impl<H: Handler> Job<H> {
             },
             () = keep_lease_alive(delivery, self.options.lease) => unreachable!("keep-alive never ends"),
             () = self.cancel.cancelled() => Outcome::Cancelled,
-        }
+        };
+        delivery.instruments().handled(started.elapsed());
+        outcome
     }
 
     async fn settle(&self, delivery: Delivery, outcome: Outcome) {

@@ -95,6 +95,10 @@
 //! `doctor_reports_a_missing_subscription`,
 //! `doctor_reports_a_delivery_limit_below_the_retries`.
 //!
+//! Telemetry ([`conformance::telemetry`]): `trace_context_reaches_the_handler` (on a
+//! current-thread runtime, since it installs a tracing subscriber for its thread),
+//! `metrics_count_each_outcome` (installs a global meter provider exporting to memory).
+//!
 //! # Fault injection
 //!
 //! [`FaultyBackend`] wraps any backend and makes it misbehave on purpose: failed

@@ -68,6 +68,11 @@ macro_rules! conformance_suite {
                 operations::doctor_accepts_what_wharf_created,
                 operations::doctor_reports_a_missing_subscription,
                 operations::doctor_reports_a_delivery_limit_below_the_retries,
+                telemetry::metrics_count_each_outcome,
+            }
+            $crate::__conformance_current_thread_cases! {
+                $backend;
+                telemetry::trace_context_reaches_the_handler,
             }
             $crate::__conformance_owned_cases! {
                 $backend;
@@ -113,6 +118,26 @@ macro_rules! __conformance_owned_cases {
                 let backend: ::std::sync::Arc<dyn $crate::__private::Backend> =
                     ::std::sync::Arc::new($backend().await);
                 $crate::conformance::$module::$case(backend).await;
+            }
+        )+
+    };
+}
+
+/// One test per `module::case` on a current-thread runtime, for cases that install a
+/// tracing subscriber for their thread; used by
+/// [`conformance_suite!`](crate::conformance_suite).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_current_thread_cases {
+    ($backend:path; $($module:ident :: $case:ident),+ $(,)?) => {
+        $(
+            #[$crate::__private::tokio::test(
+                flavor = "current_thread",
+                crate = "::wharf_testkit::__private::tokio"
+            )]
+            async fn $case() {
+                let backend = $backend().await;
+                $crate::conformance::$module::$case(&backend).await;
             }
         )+
     };

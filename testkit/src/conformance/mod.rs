@@ -18,4 +18,5 @@ pub mod publish;
 pub mod reply;
 pub mod settle;
 pub mod support;
+pub mod telemetry;
 pub mod worker;

@@ -23,7 +23,7 @@ use super::support::{
 type Seen = Arc<Mutex<Vec<u32>>>;
 
 /// Options for a fast test worker: quick retries, short receive waits.
-fn options(fx: &Fixture<'_>) -> WorkerOptions {
+pub(super) fn options(fx: &Fixture<'_>) -> WorkerOptions {
     WorkerOptions {
         concurrency: 4,
         handler_timeout: Duration::from_secs(10),
@@ -35,7 +35,7 @@ fn options(fx: &Fixture<'_>) -> WorkerOptions {
 }
 
 /// `attempts` attempts, 100 ms apart, without jitter.
-fn retry(attempts: u32) -> RetryPolicy {
+pub(super) fn retry(attempts: u32) -> RetryPolicy {
     RetryPolicy::default()
         .max_attempts(attempts)
         .initial_delay(Duration::from_millis(100))
@@ -44,7 +44,7 @@ fn retry(attempts: u32) -> RetryPolicy {
 }
 
 /// Runs `worker` until `until` completes, then shuts it down and returns its report.
-async fn run_until<H: Handler>(
+pub(super) async fn run_until<H: Handler>(
     worker: Worker,
     handler: H,
     until: impl Future<Output = ()>,
