@@ -38,11 +38,13 @@
 //! | `wharf.published` | counter | `{message}` | messages the broker accepted |
 //! | `wharf.acked` | counter | `{message}` | deliveries acked |
 //! | `wharf.nacked` | counter | `{message}` | deliveries returned for redelivery |
-//! | `wharf.dead_lettered` | counter | `{message}` | deliveries moved to the dead-letter destination |
+//! | `wharf.dead_lettered` | counter | `{message}` | deliveries sent to dead-letter |
 //! | `wharf.handler.duration` | histogram | `s` | how long each worker handler ran |
-//! | `wharf.backlog` | gauge | `{message}` | [`SubscriptionStats::backlog`], from [`BacklogGauges`] |
-//! | `wharf.dead_letter.depth` | gauge | `{message}` | dead letters, from [`BacklogGauges`] |
-//! | `wharf.oldest_age` | gauge | `s` | age of the oldest message, from [`BacklogGauges`] |
+//! | `wharf.backlog` | gauge | `{message}` | [`SubscriptionStats::backlog`] |
+//! | `wharf.dead_letter.depth` | gauge | `{message}` | dead letters held |
+//! | `wharf.oldest_age` | gauge | `s` | age of the oldest message |
+//!
+//! The gauges are recorded only by a running [`BacklogGauges`].
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

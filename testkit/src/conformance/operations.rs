@@ -76,7 +76,8 @@ async fn backlog_reaches(
             }
             Figure::Known(backlog) => {
                 panic!(
-                    "expected a backlog of {count} within {SETTLE:?}, stats say {backlog}: {stats:?}"
+                    "expected a backlog of {count} within {SETTLE:?}, stats say {backlog}: \
+                     {stats:?}"
                 )
             }
         }
