@@ -28,6 +28,7 @@
 //! Backlog stats, dead-letter peek, redrive and purge, and setup checks against the
 //! application's policy, the same on every backend: see [`operations`].
 
+mod acks;
 pub mod capabilities;
 pub mod dead_letter;
 pub mod delivery;

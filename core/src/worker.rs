@@ -5,6 +5,10 @@
 //! slows receiving instead of piling up leased messages. Each delivery ends in exactly
 //! one of: acked, retried (nacked with the policy's delay), dead-lettered, or released
 //! at shutdown for another consumer. Nothing is dropped.
+//!
+//! Acks of handlers that finish together leave in one call (see [`Delivery::ack_all`]):
+//! nothing waits to fill a batch, but acks that arrive while one call is in flight go
+//! together in the next, so under load a worker needs far fewer ack requests.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -18,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::acks::AckBatcher;
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::handler::{Handler, HandlerError};
@@ -252,9 +257,16 @@ impl<H: Handler> Run<H> {
         let slots = Arc::new(Semaphore::new(self.options.concurrency));
         let mut tasks = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown.fuse());
+        let (acks, batching) = AckBatcher::start(self.options.concurrency);
 
-        let outcome = self.receive_loop(&slots, &mut tasks, &mut shutdown).await;
+        let outcome = self
+            .receive_loop(&slots, &mut tasks, &mut shutdown, &acks)
+            .await;
         self.drain(&mut tasks).await;
+        drop(acks);
+        if let Err(error) = batching.await {
+            warn!(%error, "the ack batching task failed; unsettled deliveries return");
+        }
 
         outcome.map(|()| self.stats.snapshot())
     }
@@ -264,6 +276,7 @@ impl<H: Handler> Run<H> {
         slots: &Arc<Semaphore>,
         tasks: &mut JoinSet<()>,
         shutdown: &mut (impl Unpin + futures::future::FusedFuture<Output = ()>),
+        acks: &AckBatcher,
     ) -> Result<()> {
         let mut failures = 0u32;
         loop {
@@ -286,7 +299,7 @@ impl<H: Handler> Run<H> {
             match self.subscriber.receive(permits.len(), wait).await {
                 Ok(deliveries) => {
                     failures = 0;
-                    self.spawn_all(deliveries, permits, tasks);
+                    self.spawn_all(deliveries, permits, tasks, acks);
                 }
                 Err(error) if error.is_retryable() => {
                     failures += 1;
@@ -318,6 +331,7 @@ impl<H: Handler> Run<H> {
         deliveries: Vec<Delivery>,
         mut permits: Vec<OwnedSemaphorePermit>,
         tasks: &mut JoinSet<()>,
+        acks: &AckBatcher,
     ) {
         for delivery in deliveries {
             // `receive` returns at most one delivery per permit.
@@ -331,6 +345,7 @@ impl<H: Handler> Run<H> {
                 options: self.options.clone(),
                 stats: self.stats.clone(),
                 cancel: self.cancel.clone(),
+                acks: acks.clone(),
             };
             tasks.spawn(job.process(delivery, permit));
         }
@@ -375,6 +390,7 @@ struct Job<H> {
     options: Arc<WorkerOptions>,
     stats: Arc<WorkerStats>,
     cancel: CancellationToken,
+    acks: AckBatcher,
 }
 
 /// How a handler run ended.
@@ -431,7 +447,14 @@ impl<H: Handler> Job<H> {
         };
 
         let (counter, result) = match decision {
-            Decision::Ack => (&self.stats.acked, delivery.ack().await),
+            Decision::Ack => match self.acks.ack(delivery).await {
+                Some(result) => (&self.stats.acked, result),
+                None => {
+                    WorkerStats::bump(&self.stats.settle_failures);
+                    warn!("ack batching stopped; the delivery returns after its lease");
+                    return;
+                }
+            },
             Decision::Retry(delay) => (&self.stats.retried, delivery.nack(delay).await),
             Decision::DeadLetter(reason) => (
                 &self.stats.dead_lettered,
