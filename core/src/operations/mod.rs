@@ -17,6 +17,33 @@
 //! - [`doctor`]: [`Expectations`](doctor::Expectations) built from the application's
 //!   retry policy and worker options, the [`Finding`](doctor::Finding)s a backend
 //!   reports, and the comparisons every backend makes the same way.
+//!
+//! ```no_run
+//! # async fn example(backend: &dyn wharf_core::Backend) -> Result<(), wharf_core::Error> {
+//! use std::num::NonZeroU32;
+//! use wharf_core::operations::{Expectations, RedriveOptions, redrive};
+//! use wharf_core::{SubscriptionSpec, WorkerOptions};
+//!
+//! let stats = backend.stats("fulfilment").await?;
+//! println!("backlog {}, dead-lettered {}", stats.backlog(), stats.dead_lettered);
+//!
+//! // Put failed orders of one tenant back, 50 a second, with payload and attributes intact.
+//! let per_second = NonZeroU32::new(50).expect("not zero");
+//! let options = RedriveOptions::default().with_attribute("tenant", "acme").rate(per_second);
+//! let report = redrive(backend, "fulfilment", &options, |progress| {
+//!     eprintln!("{} redriven", progress.redriven);
+//! })
+//! .await?;
+//! println!("{} redriven, {} left in place", report.redriven, report.skipped);
+//!
+//! // Does the broker's setup fit the retry policy and handler timeout the workers use?
+//! let workers = WorkerOptions::default();
+//! let expected = Expectations::new(SubscriptionSpec::new("orders", "fulfilment"), &workers);
+//! for finding in backend.doctor(&expected).await? {
+//!     eprintln!("{finding}");
+//! }
+//! # Ok(()) }
+//! ```
 
 pub mod dead_letters;
 pub mod doctor;
