@@ -13,7 +13,10 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 use tracing::debug;
-use wharf_core::{Backend, Capabilities, Error, Publisher, Result, Subscriber, SubscriptionSpec};
+use wharf_core::{
+    Backend, Capabilities, Error, Expectations, Figure, Finding, Publisher, Received, Result,
+    Subscriber, SubscriptionSpec, SubscriptionStats,
+};
 
 use crate::config::SqsConfig;
 use crate::limits::{self, MAX_RECEIVE_COUNT, MAX_RETENTION};
@@ -256,6 +259,31 @@ impl Backend for SqsBackend {
     /// Deletes the queue; a queue already gone counts as deleted.
     async fn delete_topic(&self, topic: &str) -> Result<()> {
         self.queues.delete(topic).await
+    }
+
+    /// Approximate counts from the queue attributes; see the crate's
+    /// [operating queues](crate#operating-queues) notes.
+    async fn stats(&self, subscription: &str) -> Result<SubscriptionStats> {
+        self.queue_stats(subscription).await
+    }
+
+    /// Receives and releases dead letters, which raises their receive count.
+    async fn peek_dead_letters(&self, subscription: &str, max: usize) -> Result<Vec<Received>> {
+        self.peek(subscription, max).await
+    }
+
+    /// `PurgeQueue` on the dead-letter queue, which does not say how many it deleted.
+    async fn purge_dead_letters(&self, subscription: &str) -> Result<Figure<u64>> {
+        self.purge(subscription).await
+    }
+
+    /// A publisher on the subscription's queue, which is its topic's queue.
+    async fn redrive_publisher(&self, subscription: &str) -> Result<Publisher> {
+        self.publisher(subscription).await
+    }
+
+    async fn doctor(&self, expected: &Expectations) -> Result<Vec<Finding>> {
+        self.check(expected).await
     }
 }
 

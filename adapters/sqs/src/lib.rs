@@ -98,6 +98,77 @@
 //!   tracks each lease's end itself, measured from before the receive was sent, and
 //!   maps SQS's `ReceiptHandleIsInvalid` and `MessageNotInflight` the same way.
 //!
+//! # Operating queues
+//!
+//! The [`Backend`](wharf_core::Backend) operations work on the subscription's queue
+//! (which is its topic's queue) and on its dead-letter queue: the target of the redrive
+//! policy, else the queue's `wharf-dead-letter` tag, else `<name>-dlq`.
+//!
+//! [`stats`](wharf_core::Backend::stats) reads `GetQueueAttributes`. Every count is
+//! approximate, as SQS says of its `ApproximateNumberOf*` attributes: it samples its
+//! servers, and a change can take a moment (up to a minute on AWS) to show.
+//!
+//! - `ready`: `ApproximateNumberOfMessages`.
+//! - `in_flight`: `ApproximateNumberOfMessagesNotVisible`. A nack delay is a visibility
+//!   change on SQS, so a message waiting out a nack delay counts here, not as delayed.
+//! - `delayed`: `ApproximateNumberOfMessagesDelayed`: publish delays (`DelaySeconds`)
+//!   and the queue's `DelaySeconds` default.
+//! - `dead_lettered`: those three added up on the dead-letter queue; unknown, with the
+//!   queue's name, if the dead-letter queue does not exist.
+//! - `oldest_age`: unknown. SQS reports it only as the CloudWatch metric
+//!   `ApproximateAgeOfOldestMessage`, which wharf does not read; no queue attribute or
+//!   receive tells it without taking messages away from consumers.
+//! - `consumer_lag`: unknown. A queue has no offsets to lag behind.
+//!
+//! [`peek_dead_letters`](wharf_core::Backend::peek_dead_letters) receives from the
+//! dead-letter queue, with one-second long polls so every SQS server is asked, keeps a
+//! copy of each message and releases it at once with a visibility timeout of 0. SQS
+//! has no read-only look at messages, so a peek is a receive: it raises each dead
+//! letter's `ApproximateReceiveCount` (the attempt a later peek shows), hides the
+//! messages from other consumers of the dead-letter queue while it runs, and on a FIFO
+//! dead-letter queue may show only the first dead letters of an ordering key, since SQS
+//! hands out no more of a message group while some of it are held. A dead-letter queue
+//! with a redrive policy of its own moves dead letters on after that many peeks; the
+//! doctor warns of one.
+//!
+//! [`purge_dead_letters`](wharf_core::Backend::purge_dead_letters) calls `PurgeQueue`
+//! on the dead-letter queue rather than receiving and deleting. `PurgeQueue` removes
+//! every message, in flight and delayed ones too, with one call however many there are,
+//! where receiving and deleting takes a call per ten messages and misses those another
+//! consumer holds. In exchange it does not say how many it removed, so the count is
+//! unknown (`stats` just before gives an approximate one). SQS allows one purge per
+//! queue every 60 seconds and refuses another sooner with `PurgeQueueInProgress`, which
+//! is [`Throttled`](wharf_core::ErrorKind::Throttled) saying to wait 60 s. On AWS a
+//! purge can take up to 60 seconds to finish, and a dead letter arriving meanwhile may
+//! be deleted with the rest; LocalStack purges at once.
+//!
+//! [`redrive`](wharf_core::operations::redrive) publishes dead letters back through
+//! [`redrive_publisher`](wharf_core::Backend::redrive_publisher), a publisher on the
+//! queue itself, and deletes each from the dead-letter queue once SQS accepted its copy.
+//! The copy is a new SQS message: attempt 1, `SentTimestamp` of the redrive, the
+//! original attributes and ordering key (message group), `wharf-redrive-count` one
+//! higher, the failure envelope removed. wharf does not use SQS's own redrive
+//! (`StartMessageMoveTask`): that moves messages as they are, failure envelope and
+//! all, adds no redrive count, cannot filter, and starts only from a queue some redrive
+//! policy names as its dead-letter queue, which that of a queue without
+//! `max_delivery_attempts` is not. It remains available on [`SqsBackend::client`].
+//!
+//! [`doctor`](wharf_core::Backend::doctor) reads the queue's and the dead-letter queue's
+//! attributes and reports:
+//!
+//! - errors: a missing queue; a subscription named apart from its topic; ordered
+//!   delivery expected of a standard queue; a redrive policy whose `maxReceiveCount` is
+//!   below the retry policy's attempts; no redrive policy where the application sets
+//!   `max_delivery_attempts` (a warning where it does not: a message that crashes its
+//!   consumer then comes back until its retention ends); a `deadLetterTargetArn` (or,
+//!   without a policy, a `wharf-dead-letter` tag) naming another queue than the
+//!   application expects, a queue that does not exist, or a queue of that name in
+//!   another account or region; an unreadable redrive policy.
+//! - warnings: a `VisibilityTimeout` shorter than the handler timeout; a standard
+//!   dead-letter queue whose `MessageRetentionPeriod` is shorter than its source's (SQS
+//!   keeps a message's enqueue time when its redrive policy moves it, so old dead
+//!   letters expire at once); a dead-letter queue with a redrive policy of its own.
+//!
 //! # Configuration and credentials
 //!
 //! [`SqsConfig`] sets an endpoint, a region and, for emulators, static credentials;
@@ -148,7 +219,8 @@
 //! - `AlreadyExists`: `QueueAlreadyExists`.
 //! - `PermissionDenied`: `AccessDenied`, `InvalidClientTokenId`, `SignatureDoesNotMatch`,
 //!   `ExpiredToken`, KMS access errors, HTTP 401 and 403.
-//! - `Throttled`: `ThrottlingException`, `RequestThrottled`, `OverLimit`, HTTP 429.
+//! - `Throttled`: `ThrottlingException`, `RequestThrottled`, `OverLimit`,
+//!   `PurgeQueueInProgress`, HTTP 429.
 //! - `Unavailable`: `ServiceUnavailable`, `InternalError`, `QueueDeletedRecently`,
 //!   HTTP 5xx, connection failures.
 //! - `Timeout`: the SDK's timeouts.
@@ -166,6 +238,7 @@ mod backend;
 mod config;
 mod error;
 pub mod limits;
+mod operations;
 mod queue;
 mod subscription;
 mod topic;
