@@ -17,7 +17,8 @@ use google_cloud_pubsub::client::{
 use google_cloud_pubsub::model::{DeadLetterPolicy, Subscription as NativeSubscription};
 use tracing::debug;
 use wharf_core::{
-    Backend, Capabilities, Error, ErrorKind, Publisher, Result, Subscriber, SubscriptionSpec,
+    Backend, Capabilities, Error, ErrorKind, Expectations, Figure, Finding, Publisher, Received,
+    Result, Subscriber, SubscriptionSpec, SubscriptionStats,
 };
 
 use crate::attempts::AttemptCounter;
@@ -254,7 +255,7 @@ impl PubSubBackend {
         )
     }
 
-    async fn get_subscription(&self, subscription: &str) -> Result<NativeSubscription> {
+    pub(crate) async fn get_subscription(&self, subscription: &str) -> Result<NativeSubscription> {
         check_id("subscription", subscription)?;
         self.inner
             .subscriptions
@@ -391,6 +392,26 @@ impl Backend for PubSubBackend {
         check_id("topic", topic)?;
         self.delete_one_topic(topic).await
     }
+
+    async fn stats(&self, subscription: &str) -> Result<SubscriptionStats> {
+        self.subscription_stats(subscription).await
+    }
+
+    async fn peek_dead_letters(&self, subscription: &str, max: usize) -> Result<Vec<Received>> {
+        self.peek(subscription, max).await
+    }
+
+    async fn purge_dead_letters(&self, subscription: &str) -> Result<Figure<u64>> {
+        self.purge(subscription).await
+    }
+
+    async fn redrive_publisher(&self, subscription: &str) -> Result<Publisher> {
+        self.redrive_target(subscription).await
+    }
+
+    async fn doctor(&self, expected: &Expectations) -> Result<Vec<Finding>> {
+        self.check(expected).await
+    }
 }
 
 impl fmt::Debug for PubSubBackend {
@@ -431,7 +452,7 @@ fn check_spec(spec: &SubscriptionSpec) -> Result<()> {
 /// The dead-letter topic of a subscription: its dead-letter policy's topic, else the
 /// name recorded in its label, else `<subscription>-dlq`. The dead-letter subscription
 /// has the topic's name.
-fn dead_letter_of(found: &NativeSubscription, subscription: &str) -> String {
+pub(crate) fn dead_letter_of(found: &NativeSubscription, subscription: &str) -> String {
     if let Some(policy) = &found.dead_letter_policy
         && !policy.dead_letter_topic.is_empty()
     {

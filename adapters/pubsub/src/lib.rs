@@ -128,6 +128,77 @@
 //! attributes, ordering key as ordering key, so services using any Pub/Sub client
 //! exchange messages with wharf as they are.
 //!
+//! # Operating queues
+//!
+//! **Stats.** The Pub/Sub API has no call that counts a subscription's messages: its
+//! backlog figures are Cloud Monitoring metrics, which wharf does not read and the
+//! emulator does not serve, so [`Capabilities::backlog_stats`](wharf_core::Capabilities)
+//! is `false`. [`stats`](wharf_core::Backend::stats) still checks that the subscription
+//! exists ([`NotFound`](wharf_core::ErrorKind::NotFound) if not) and returns every
+//! figure as [`Unknown`](wharf_core::Figure::Unknown), each reason naming where the
+//! figure lives:
+//!
+//! - `ready`, `in_flight`, `delayed`: one number for all three,
+//!   `subscription/num_undelivered_messages` (leased and nack-delayed messages are
+//!   unacknowledged like the rest);
+//! - `dead_lettered`: `subscription/num_undelivered_messages` of the dead-letter
+//!   subscription;
+//! - `oldest_age`: `subscription/oldest_unacked_message_age`;
+//! - `consumer_lag`: nowhere, a subscription is not a log.
+//!
+//! Counting dead letters by receiving them was left out on purpose: it would lease
+//! every one for the duration, miss those another reader holds, and raise their
+//! delivery attempts, all to report one number.
+//!
+//! **Peek** receives from the dead-letter subscription through a fresh streaming pull,
+//! copies what arrives, and releases it (ack deadline 0), stopping once nothing new
+//! arrives for 2 s. Pub/Sub counts each release as a delivery, which matters only if
+//! the dead-letter subscription has a dead-letter policy of its own (the doctor warns
+//! about that); messages another reader holds at the time are not shown, and there is
+//! no order to the result.
+//!
+//! **Purge** seeks the dead-letter subscription to 5 s past this machine's clock, the
+//! way Google's documentation says to purge: seek compares the service's publish times
+//! with the time given, and the margin covers a local clock that runs behind. One call
+//! marks every dead letter acknowledged, those another reader holds included; messages
+//! published after the seek stay. The emulator supports seek too. A seek counts
+//! nothing, so the count is [`Unknown`](wharf_core::Figure::Unknown).
+//!
+//! **Redrive** ([`wharf_core::operations::redrive`]) reads the dead-letter subscription
+//! and publishes through [`redrive_publisher`](wharf_core::Backend::redrive_publisher),
+//! which is a publisher on the subscription's *topic*: Pub/Sub cannot publish to one
+//! subscription, so **every subscription of that topic receives the redriven
+//! messages**, not only the one whose dead letters they were. They carry
+//! `wharf-redrive-count`, so the others can recognise them. Where that is wrong, give
+//! each consumer a topic of its own, or give the other subscriptions a filter that
+//! leaves out messages with the `wharf-redrive-count` attribute (filters are fixed at
+//! creation; the emulator stores them without applying them). A subscription whose
+//! topic was deleted, or which reads a topic of another project, cannot be redriven
+//! into.
+//!
+//! Dead letters live only as long as the dead-letter subscription keeps messages: its
+//! `message_retention_duration`, 7 days unless changed (at most 31).
+//!
+//! **Doctor** ([`doctor`](wharf_core::Backend::doctor)) reads the subscription, its
+//! dead-letter topic and that topic's subscription, and reports:
+//!
+//! - errors: a missing subscription; one whose topic was deleted, that is detached, or
+//!   that reads another topic than expected; no `dead_letter_policy` where the
+//!   application expects Pub/Sub to dead-letter (`max_delivery_attempts` set); a
+//!   policy's `max_delivery_attempts` (0 counts as Pub/Sub's default, 5) below the retry
+//!   policy's attempts; no `enable_message_ordering` where ordering is expected; dead
+//!   letters going elsewhere than expected; a dead-letter topic that does not exist;
+//!   no subscription on it (Pub/Sub drops messages of a topic without subscriptions),
+//!   or one that reads another topic;
+//! - warnings: an `ack_deadline_seconds` shorter than the handler timeout; a
+//!   dead-letter subscription with a `dead_letter_policy` of its own (peeks count as
+//!   deliveries) or with an `expiration_policy` that deletes it after a time without
+//!   readers.
+//!
+//! A subscription wharf created passes without errors. Not checked: the IAM
+//! permissions the Pub/Sub service account needs for a dead-letter policy on Google
+//! Cloud (the emulator has no IAM).
+//!
 //! # Error mapping
 //!
 //! One table of gRPC status codes, for both clients:
@@ -157,6 +228,7 @@ mod config;
 mod error;
 mod names;
 mod on_demand;
+mod operations;
 mod stream;
 mod subscription;
 mod topic;
