@@ -14,7 +14,9 @@ use google_cloud_auth::credentials::anonymous;
 use google_cloud_pubsub::client::{
     BasePublisher, Publisher as NativePublisher, SubscriptionAdmin, TopicAdmin,
 };
-use google_cloud_pubsub::model::{DeadLetterPolicy, Subscription as NativeSubscription};
+use google_cloud_pubsub::model::{
+    DeadLetterPolicy, ExpirationPolicy, Subscription as NativeSubscription,
+};
 use tracing::debug;
 use wharf_core::{
     Backend, Capabilities, Error, ErrorKind, Expectations, Figure, Finding, Publisher, Received,
@@ -237,7 +239,11 @@ impl PubSubBackend {
             .set_name(subscription_path(self.project(), name))
             .set_topic(topic_path(self.project(), topic))
             .set_ack_deadline_seconds(whole_seconds(spec.lease))
-            .set_enable_message_ordering(spec.ordered);
+            .set_enable_message_ordering(spec.ordered)
+            // Pub/Sub deletes a subscription after 31 days without a reader by default,
+            // and its messages with it: a queue, and above all a dead-letter one, must
+            // not vanish while nobody looks. No ttl means never.
+            .set_expiration_policy(ExpirationPolicy::new());
 
         if with_policy && let Some(attempts) = spec.max_delivery_attempts {
             let policy = DeadLetterPolicy::new()
