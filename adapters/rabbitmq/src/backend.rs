@@ -6,11 +6,15 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use lapin::{Channel, Connection};
-use wharf_core::{Backend, Capabilities, Error, Publisher, Result, Subscriber, SubscriptionSpec};
+use wharf_core::{
+    Backend, Capabilities, Error, Expectations, Figure, Finding, Publisher, Received, Result,
+    Subscriber, SubscriptionSpec, SubscriptionStats,
+};
 
 use crate::config::{QueueType, RabbitMqConfig};
 use crate::limits::capabilities;
 use crate::link::Link;
+use crate::operations::Management;
 use crate::publish::RabbitMqPublisher;
 use crate::subscribe::{RabbitMqSubscriber, Source};
 use crate::topology::{self, check_name};
@@ -42,15 +46,17 @@ struct Inner {
     caps: Capabilities,
     /// What the specs of subscriptions this process created say, by subscription.
     created: Mutex<HashMap<String, Created>>,
+    /// The management plugin's HTTP API, for figures and checks AMQP cannot give.
+    management: Management,
 }
 
 /// What a dead-letter subscriber needs from the spec its subscription was created with.
 #[derive(Clone)]
-struct Created {
+pub(crate) struct Created {
     /// The dead-letter queue's name.
-    dead_letters: String,
+    pub(crate) dead_letters: String,
     /// The spec's `max_delivery_attempts`, which the queue's delivery limit enforces.
-    max_attempts: Option<u32>,
+    pub(crate) max_attempts: Option<u32>,
 }
 
 impl RabbitMq {
@@ -95,6 +101,7 @@ impl RabbitMq {
     pub async fn with_config(config: RabbitMqConfig) -> Result<Self> {
         config.validate()?;
         let caps = capabilities(config.queue_type);
+        let management = Management::new(&config);
         let link = Arc::new(Link::new(config));
 
         link.connection().await?;
@@ -103,6 +110,7 @@ impl RabbitMq {
                 link,
                 caps,
                 created: Mutex::default(),
+                management,
             }),
         })
     }
@@ -147,12 +155,22 @@ impl RabbitMq {
     }
 
     /// What `subscription` was created with: by this process, or else the defaults.
-    fn created(&self, subscription: &str) -> Created {
+    pub(crate) fn created(&self, subscription: &str) -> Created {
         let created = self.created_lock().get(subscription).cloned();
         created.unwrap_or_else(|| Created {
             dead_letters: SubscriptionSpec::new("", subscription).dead_letter_name(),
             max_attempts: None,
         })
+    }
+
+    /// The shared connection, for drivers the operations create.
+    pub(crate) fn link(&self) -> &Arc<Link> {
+        &self.inner.link
+    }
+
+    /// The management API of the broker, in the backend's virtual host.
+    pub(crate) fn management(&self) -> &Management {
+        &self.inner.management
     }
 
     fn created_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Created>> {
@@ -199,7 +217,7 @@ impl RabbitMq {
 
 /// Closes a channel used for one topology call. A channel a failed call already closed
 /// has nothing left to release.
-async fn done(channel: Channel) {
+pub(crate) async fn done(channel: Channel) {
     let _ = channel.close(200, "done".into()).await;
 }
 
@@ -309,6 +327,26 @@ impl Backend for RabbitMq {
         let deleted = topology::delete_exchange(&channel, topic).await;
         done(channel).await;
         deleted
+    }
+
+    async fn stats(&self, subscription: &str) -> Result<SubscriptionStats> {
+        self.subscription_stats(subscription).await
+    }
+
+    async fn peek_dead_letters(&self, subscription: &str, max: usize) -> Result<Vec<Received>> {
+        self.peek(subscription, max).await
+    }
+
+    async fn purge_dead_letters(&self, subscription: &str) -> Result<Figure<u64>> {
+        self.purge(subscription).await
+    }
+
+    async fn redrive_publisher(&self, subscription: &str) -> Result<Publisher> {
+        self.queue_publisher(subscription).await
+    }
+
+    async fn doctor(&self, expected: &Expectations) -> Result<Vec<Finding>> {
+        self.check(expected).await
     }
 }
 

@@ -18,6 +18,13 @@ pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The environment variable [`RabbitMqConfig::from_env`] reads.
 pub const URL_VARIABLE: &str = "WHARF_RABBITMQ_URL";
 
+/// The environment variable [`RabbitMqConfig::from_env`] reads the management API's
+/// URL from, when set.
+pub const MANAGEMENT_URL_VARIABLE: &str = "WHARF_RABBITMQ_MANAGEMENT_URL";
+
+/// The management plugin's HTTP port, and its TLS port, as RabbitMQ ships them.
+const MANAGEMENT_PORTS: (u16, u16) = (15672, 15671);
+
 /// Which kind of queue backs a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -79,6 +86,7 @@ pub struct RabbitMqConfig {
     pub(crate) reconnect_max: Duration,
     pub(crate) idle_release: Duration,
     pub(crate) connection_name: String,
+    pub(crate) management_url: Option<String>,
 }
 
 impl RabbitMqConfig {
@@ -98,6 +106,7 @@ impl RabbitMqConfig {
             reconnect_max: Duration::from_secs(5),
             idle_release: Duration::from_secs(5),
             connection_name: "wharf".to_owned(),
+            management_url: None,
         }
     }
 
@@ -115,9 +124,15 @@ impl RabbitMqConfig {
         crate::uri::parse(url)
     }
 
-    /// The URL in `WHARF_RABBITMQ_URL`, or [`DEFAULT_URL`] when it is unset.
+    /// The URL in `WHARF_RABBITMQ_URL`, or [`DEFAULT_URL`] when it is unset, and the
+    /// management API's URL in `WHARF_RABBITMQ_MANAGEMENT_URL` when that is set.
     pub fn from_env() -> Self {
-        Self::new(std::env::var(URL_VARIABLE).unwrap_or_else(|_| DEFAULT_URL.to_owned()))
+        let config =
+            Self::new(std::env::var(URL_VARIABLE).unwrap_or_else(|_| DEFAULT_URL.to_owned()));
+        match std::env::var(MANAGEMENT_URL_VARIABLE) {
+            Ok(url) if !url.is_empty() => config.management_url(url),
+            _ => config,
+        }
     }
 
     /// Logs in as `username` with `password` instead of the URL's credentials.
@@ -198,6 +213,19 @@ impl RabbitMqConfig {
         self
     }
 
+    /// Where the management plugin's HTTP API is, for the figures and checks AMQP
+    /// cannot give (see the crate's [operating queues](crate#operating-queues)
+    /// section): `http://host:15672`, or `https://` for TLS, optionally with
+    /// credentials and the plugin's path prefix (`http://host:15672/rabbitmq`).
+    ///
+    /// By default it is derived from the AMQP URL: the same host, port 15672
+    /// (`amqp://`) or 15671 (`amqps://`, over HTTPS), and the same credentials.
+    #[must_use]
+    pub fn management_url(mut self, url: impl Into<String>) -> Self {
+        self.management_url = Some(url.into());
+        self
+    }
+
     /// The parsed URI with the configured credentials applied.
     pub(crate) fn uri(&self) -> Result<AMQPUri> {
         let mut uri = parse_uri(&self.url).map_err(|reason| {
@@ -241,7 +269,70 @@ impl RabbitMqConfig {
                 "reconnect backoff needs 0 < first pause <= longest pause",
             ));
         }
-        Ok(())
+        self.management().map(drop)
+    }
+
+    /// Where the management API is and how to log in to it: the configured URL, or
+    /// one derived from the AMQP URL.
+    pub(crate) fn management(&self) -> Result<ManagementEndpoint> {
+        let uri = self.uri()?;
+        let amqp_user = &uri.authority.userinfo;
+        let Some(configured) = &self.management_url else {
+            let (scheme, port) = match uri.scheme {
+                AMQPScheme::AMQP => ("http", MANAGEMENT_PORTS.0),
+                AMQPScheme::AMQPS => ("https", MANAGEMENT_PORTS.1),
+            };
+            let host = bracketed(&uri.authority.host);
+            let base = url::Url::parse(&format!("{scheme}://{host}:{port}/")).map_err(|e| {
+                config_error(&format!("no management URL derives from {host}: {e}"))
+            })?;
+            return Ok(ManagementEndpoint {
+                base,
+                username: amqp_user.username.clone(),
+                password: amqp_user.password.clone(),
+                vhost: uri.vhost,
+            });
+        };
+
+        let mut base = url::Url::parse(configured)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+            .ok_or_else(|| {
+                config_error(&format!(
+                    "management_url `{}` is not an http:// or https:// URL",
+                    redact_http(configured)
+                ))
+            })?;
+        let (username, password) = if base.username().is_empty() {
+            (amqp_user.username.clone(), amqp_user.password.clone())
+        } else {
+            let password = base.password().unwrap_or_default();
+            (percent_decode(base.username()), percent_decode(password))
+        };
+        // Credentials travel in a header, so that no error or log shows them.
+        let _ = base.set_username("");
+        let _ = base.set_password(None);
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        Ok(ManagementEndpoint {
+            base,
+            username,
+            password,
+            vhost: uri.vhost,
+        })
+    }
+
+    /// The management API's URL with any password masked, for logs and errors.
+    pub fn redacted_management_url(&self) -> String {
+        match self.management() {
+            Ok(endpoint) => endpoint.base.to_string(),
+            Err(_) => self
+                .management_url
+                .as_deref()
+                .map_or_else(|| "<malformed URL>".to_owned(), redact_http),
+        }
     }
 
     /// The URL with any password masked, for logs and errors.
@@ -253,17 +344,55 @@ impl RabbitMqConfig {
                     AMQPScheme::AMQPS => "amqps",
                 };
                 let user = &uri.authority.userinfo.username;
-                let host = if uri.authority.host.contains(':') {
-                    format!("[{}]", uri.authority.host)
-                } else {
-                    uri.authority.host.clone()
-                };
+                let host = bracketed(&uri.authority.host);
                 let port = uri.authority.port;
                 format!("{scheme}://{user}:****@{host}:{port}/{}", uri.vhost)
             }
             Err(_) => "<malformed URL>".to_owned(),
         }
     }
+}
+
+/// Where the management API answers, and as whom wharf logs in to it.
+#[derive(Clone)]
+pub(crate) struct ManagementEndpoint {
+    /// The API's base URL, ending in `/`, without credentials.
+    pub(crate) base: url::Url,
+    /// The user to log in as.
+    pub(crate) username: String,
+    /// The user's password.
+    pub(crate) password: String,
+    /// The virtual host wharf works in, as AMQP names it (`/`, not `%2f`).
+    pub(crate) vhost: String,
+}
+
+/// An IPv6 address in brackets, as URLs need it.
+fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// An HTTP URL with its password masked, or a placeholder if it does not parse.
+fn redact_http(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("****"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<malformed URL>".to_owned(),
+    }
+}
+
+/// Percent-decoded URL user info; undecodable bytes are kept as they are.
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map_or_else(|| text.to_owned(), |(_, value)| value.into_owned())
 }
 
 /// Parses an AMQP URI, keeping an IP address as the host: lapin's parser takes only
@@ -299,6 +428,7 @@ impl fmt::Debug for RabbitMqConfig {
             .field("confirm_timeout", &self.confirm_timeout)
             .field("idle_release", &self.idle_release)
             .field("connection_name", &self.connection_name)
+            .field("management_url", &self.redacted_management_url())
             .finish_non_exhaustive()
     }
 }
@@ -359,6 +489,56 @@ mod tests {
             "{}",
             v6.redacted_url()
         );
+    }
+
+    #[test]
+    fn the_management_api_is_derived_from_the_amqp_url() {
+        let plain = RabbitMqConfig::new("amqp://app:pw@rabbit.internal:5673/orders");
+        let tls = RabbitMqConfig::new("amqps://rabbit.internal/%2f").credentials("ops", "pw2");
+
+        let plain = plain.management().unwrap();
+        let tls = tls.management().unwrap();
+
+        assert_eq!(plain.base.as_str(), "http://rabbit.internal:15672/");
+        assert_eq!(
+            (plain.username.as_str(), plain.password.as_str()),
+            ("app", "pw")
+        );
+        assert_eq!(plain.vhost, "orders");
+        assert_eq!(tls.base.as_str(), "https://rabbit.internal:15671/");
+        assert_eq!((tls.username.as_str(), tls.vhost.as_str()), ("ops", "/"));
+    }
+
+    #[test]
+    fn a_configured_management_url_keeps_its_credentials_out_of_sight() {
+        let config = RabbitMqConfig::new("amqp://app:pw@rabbit/%2f")
+            .management_url("http://monitor:p%40ss@mgmt.internal:8080/rabbitmq");
+
+        let endpoint = config.management().unwrap();
+
+        assert_eq!(
+            endpoint.base.as_str(),
+            "http://mgmt.internal:8080/rabbitmq/"
+        );
+        assert_eq!(endpoint.username, "monitor");
+        assert_eq!(endpoint.password, "p@ss");
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("p%40ss") && !shown.contains("p@ss"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_management_url_of_another_scheme_is_a_config_error() {
+        let error = RabbitMqConfig::new(DEFAULT_URL)
+            .management_url("amqp://user:secret@rabbit:15672")
+            .validate()
+            .unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(error.to_string().contains("management_url"), "{error}");
+        assert!(!error.to_string().contains("secret"), "{error}");
     }
 
     #[test]

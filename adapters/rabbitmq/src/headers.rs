@@ -141,6 +141,34 @@ fn headers(attributes: &Attributes, carry: &Carry, published_at: SystemTime) -> 
     table
 }
 
+/// The properties of a copy of a delivered message that goes back into its queue in
+/// place of the original: everything as delivered, without the broker's delivery count
+/// (the copy's deliveries are counted afresh), and with wharf's envelope written out
+/// where only the broker's `x-death` record carried it, so that it survives brokers
+/// that no longer read `x-death` from what clients publish (RabbitMQ 3.13 and later).
+pub(crate) fn requeued(properties: &BasicProperties, attributes: &Attributes) -> BasicProperties {
+    let table = properties.headers().clone().unwrap_or_default();
+    let mut kept: std::collections::BTreeMap<ShortString, AMQPValue> = table
+        .inner()
+        .iter()
+        .filter(|(key, _)| key.as_str() != DELIVERY_COUNT)
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+
+    for key in [
+        dead_letter::REASON,
+        dead_letter::SOURCE,
+        dead_letter::ATTEMPTS,
+    ] {
+        if let Some(value) = attributes.get(key)
+            && !kept.contains_key(key)
+        {
+            kept.insert(key.into(), text(value));
+        }
+    }
+    properties.clone().with_headers(FieldTable::from(kept))
+}
+
 /// What wharf reads from one AMQP delivery.
 #[derive(Debug)]
 pub(crate) struct Incoming {

@@ -132,9 +132,10 @@
 //! `amqps://` for TLS, verified against the platform's trusted roots. Credentials come
 //! from the URL or from [`RabbitMqConfig::credentials`]; they never reach a log or an
 //! error, and `Debug` masks them. [`RabbitMqConfig::from_env`] reads
-//! `WHARF_RABBITMQ_URL`. Other settings: queue type, exchange type, prefetch,
-//! `mandatory`, connect and confirm timeouts, reconnect backoff, idle release,
-//! connection name, each also a URL option (see [URL](#url)).
+//! `WHARF_RABBITMQ_URL`, and `WHARF_RABBITMQ_MANAGEMENT_URL` if set. Other settings:
+//! queue type, exchange type, prefetch, `mandatory`, connect and confirm timeouts,
+//! reconnect backoff, idle release, connection name and the management API's URL
+//! ([operating queues](#operating-queues)), each also a URL option (see [URL](#url)).
 //!
 //! # URL
 //!
@@ -159,6 +160,7 @@
 //! | `reconnect_max` | longest pause between reconnects | `5s` |
 //! | `idle_release` | idle time after which a subscriber hands its buffer back | `5s` |
 //! | `connection_name` | the connection's name in the management UI and `rabbitmqctl` | `wharf` |
+//! | `management_url` | the management API's URL, percent-encoded | AMQP host, port 15672 |
 //! | `heartbeat` | heartbeat in seconds, `0` for none (for lapin) | the server's (60) |
 //! | `frame_max` | largest frame in bytes (for lapin) | the server's |
 //! | `channel_max` | most channels on the connection (for lapin) | the server's |
@@ -175,6 +177,98 @@
 //! assert!(error.to_string().contains("prefech"));
 //! # Ok::<(), wharf_core::Error>(())
 //! ```
+//!
+//! # Operating queues
+//!
+//! [`stats`](wharf_core::Backend::stats),
+//! [`peek_dead_letters`](wharf_core::Backend::peek_dead_letters),
+//! [`purge_dead_letters`](wharf_core::Backend::purge_dead_letters),
+//! [`redrive_publisher`](wharf_core::Backend::redrive_publisher) and
+//! [`doctor`](wharf_core::Backend::doctor) read two sources: AMQP itself, and the HTTP
+//! API of the management plugin (`rabbitmq-plugins enable rabbitmq_management`). The
+//! API is found at [`RabbitMqConfig::management_url`]: by default the AMQP host on
+//! port 15672 (15671 over HTTPS for `amqps://`), logged in to with the AMQP
+//! credentials, whose user needs the `monitoring` tag (or `management`, or
+//! `administrator`). Where the API cannot be reached, what only it knows is
+//! [`Figure::Unknown`](wharf_core::Figure) with the reason and the fix, and nothing
+//! else fails.
+//!
+//! Where each figure of [`SubscriptionStats`](wharf_core::SubscriptionStats) comes from:
+//!
+//! - `ready`: the API's sample of `messages_ready`; without the API, a passive
+//!   `queue.declare` (live).
+//! - `in_flight`: the API's sample of `messages_unacknowledged`, every unacked
+//!   delivery, including those a subscriber has prefetched into its buffer. Unknown
+//!   without the API.
+//! - `delayed`: the messages in the subscription's nack delay queues `S.delay.<ms>`
+//!   and in the publish-delay queues `T.publish-delay.<ms>` of each topic `T` it is
+//!   bound to, listed through the API and counted live over AMQP. Unknown without
+//!   the API.
+//! - `dead_lettered`: the dead-letter queue's ready messages, over AMQP (live).
+//!   Unknown if that queue does not exist.
+//! - `oldest_age`: known to be none when nothing waits. Otherwise known only for a
+//!   classic queue with nothing in flight, from the `timestamp` property (whole
+//!   seconds) of the head message of the queue and of each delay queue. Unknown on
+//!   quorum queues, which do not report `head_message_timestamp`, and while
+//!   deliveries are in flight, since the head is then not the oldest message.
+//! - `consumer_lag`: always unknown: a queue, not a log.
+//!
+//! The API's samples lag: the plugin collects every `collect_statistics_interval`
+//! (5 s by default) and quorum queues report on their own 5 s tick on top, so `ready`
+//! and `in_flight` may be ten seconds old, while `delayed` and `dead_lettered` are
+//! live; a message moving between them is counted twice, or not at all, for that
+//! long. A queue created moments ago has no sample yet: `stats` waits for its first,
+//! up to 15 s. [`Capabilities::backlog_stats`](wharf_core::Capabilities) is `true`,
+//! but without the management plugin the backlog is unknown.
+//!
+//! **Peek** takes up to `max` messages from the head of the dead-letter queue with
+//! `basic.get`, holding each unacked, and gives them back according to the queue's
+//! type (from the API; otherwise the configured [`QueueType`]). A classic queue gets
+//! them back with one `basic.nack` (multiple, requeue): in their places, nothing
+//! counted. A quorum queue counts every return in `x-delivery-count` toward its
+//! delivery limit (RabbitMQ 4 gives every quorum queue one, 20 by default, past which
+//! a dead-letter queue with no dead-letter exchange of its own drops the message), so
+//! each peeked message is replaced by a confirmed copy (the same body and properties,
+//! without `x-delivery-count`, with wharf's envelope written out next to `x-death`)
+//! and then acked. Caveats: a quorum queue puts the copies at its back (as it does
+//! with any returned message on RabbitMQ 3.x), so a peek of fewer than all dead
+//! letters moves those it showed behind the others, while a peek of all keeps the
+//! order; if the connection drops between a copy's confirm and the original's ack,
+//! the dead letter is there twice, never lost; and messages a dead-letter consumer
+//! holds unacked at that moment are not seen.
+//!
+//! **Purge** is `queue.purge` on the dead-letter queue, and returns the count the
+//! broker reports. Messages a consumer holds unacked (a running redrive) are not
+//! purged and return to the queue once released.
+//!
+//! **Redrive**: [`redrive_publisher`](wharf_core::Backend::redrive_publisher)
+//! publishes straight into the subscription's queue through the default exchange
+//! (routing key: the queue's name), confirmed and `mandatory`, so the topic's other
+//! subscriptions do not get the messages again; a delayed message waits in the
+//! subscription's nack delay queue. [`redrive`](wharf_core::operations::redrive) reads
+//! through the dead-letter subscriber, which gives back the dead letters a filter
+//! skips with a plain `basic.nack`: on a quorum dead-letter queue that counts a
+//! delivery.
+//!
+//! **Doctor.** Over AMQP it checks that the topic's exchange, the subscription's
+//! queue, its `S.dlx` exchange and its dead-letter queue exist. With the API it also
+//! reads the queue's arguments, the policies in effect (`effective_policy_definition`,
+//! which takes a few seconds to follow a policy change) and the bindings, and reports:
+//! a queue that is not durable, or auto-delete, or exclusive; a queue not bound to its
+//! topic's exchange, or bound to a topic exchange without `#`; a delivery limit
+//! (`x-delivery-limit` or the policy's `delivery-limit`, the lower one applying, and
+//! RabbitMQ 4's default of 20) that allows fewer deliveries than the retry policy's
+//! attempts, or none where the spec asks for one (classic queues have none); no
+//! dead-letter exchange (`x-dead-letter-exchange` or the policy's
+//! `dead-letter-exchange`), an error where a delivery limit drops messages for want of
+//! one; a dead-letter exchange that does not exist or does not reach the dead-letter
+//! queue; `S.dlx` missing or not bound to the dead-letter queue; a TTL, an expiry or a
+//! length limit on the queue, or on the dead-letter queue; RabbitMQ 4's default
+//! delivery limit on a quorum dead-letter queue; and an `x-consumer-timeout` (or the
+//! policy's `consumer-timeout`) shorter than the handler timeout. The broker-wide
+//! `consumer_timeout` cannot be read over AMQP or the API: a handler timeout above its
+//! 30-minute default is reported as a warning to check it. Without the API, one
+//! warning says what went unchecked and why.
 //!
 //! # Reaching the native client
 //!
@@ -199,6 +293,7 @@ mod error;
 mod headers;
 pub mod limits;
 mod link;
+mod operations;
 mod publish;
 mod subscribe;
 mod topology;

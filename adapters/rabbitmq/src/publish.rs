@@ -29,6 +29,7 @@ use crate::link::Link;
 use crate::topology::{self, name};
 
 /// One AMQP message on its way out.
+#[derive(Clone)]
 pub(crate) struct Outgoing {
     /// The exchange; empty for the default exchange, which routes by queue name.
     pub(crate) exchange: String,
@@ -229,19 +230,42 @@ impl DelayQueues {
     }
 }
 
-/// wharf's [`TopicDriver`] for one RabbitMQ exchange.
+/// wharf's [`TopicDriver`] for one RabbitMQ exchange, or for one queue.
 pub struct RabbitMqPublisher {
     topic: String,
+    route: Route,
     caps: Capabilities,
     link: Arc<Link>,
     confirms: ConfirmChannel,
     delays: DelayQueues,
 }
 
+/// Where a publisher's messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// To the topic's exchange, and so to every queue bound to it.
+    Exchange,
+    /// Straight into one queue, through the default exchange.
+    Queue,
+}
+
 impl RabbitMqPublisher {
     pub(crate) fn new(topic: String, caps: Capabilities, link: Arc<Link>) -> Self {
+        Self::routed(topic, Route::Exchange, caps, link)
+    }
+
+    /// A publisher into `queue` alone, past the exchange its topic fans out through:
+    /// for redriving one subscription's dead letters without repeating them to every
+    /// other subscription of the topic. Delayed messages wait in the queue's nack
+    /// delay queues.
+    pub(crate) fn into_queue(queue: String, caps: Capabilities, link: Arc<Link>) -> Self {
+        Self::routed(queue, Route::Queue, caps, link)
+    }
+
+    fn routed(topic: String, route: Route, caps: Capabilities, link: Arc<Link>) -> Self {
         Self {
             topic,
+            route,
             caps,
             confirms: ConfirmChannel::new(link.clone()),
             link,
@@ -255,23 +279,43 @@ impl RabbitMqPublisher {
         let payload = message.payload().clone();
 
         let Some(delay) = message.delay().filter(|d| !d.is_zero()) else {
+            let (exchange, routing_key) = match self.route {
+                Route::Exchange => (self.topic.clone(), String::new()),
+                Route::Queue => (String::new(), self.topic.clone()),
+            };
             return Ok(Outgoing {
-                exchange: self.topic.clone(),
-                routing_key: String::new(),
+                exchange,
+                routing_key,
                 payload,
                 properties,
             });
         };
-        let queue = topology::publish_delay_queue(&self.topic, delay);
-        self.delays
-            .ensure(&self.link, &queue, delay, &self.topic, "")
-            .await?;
+        let queue = self.delay_queue(delay).await?;
         Ok(Outgoing {
             exchange: String::new(),
             routing_key: queue,
             payload,
             properties,
         })
+    }
+
+    /// The delay queue for `delay`, declared: it dead-letters into the topic's
+    /// exchange, or through the default exchange into the queue.
+    async fn delay_queue(&self, delay: Duration) -> Result<String> {
+        let (queue, exchange, routing_key) = match self.route {
+            Route::Exchange => {
+                let queue = topology::publish_delay_queue(&self.topic, delay);
+                (queue, self.topic.as_str(), "")
+            }
+            Route::Queue => {
+                let queue = topology::nack_delay_queue(&self.topic, delay);
+                (queue, "", self.topic.as_str())
+            }
+        };
+        self.delays
+            .ensure(&self.link, &queue, delay, exchange, routing_key)
+            .await?;
+        Ok(queue)
     }
 }
 

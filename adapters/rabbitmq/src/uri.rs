@@ -21,7 +21,7 @@ use crate::config::{QueueType, RabbitMqConfig, TopicKind};
 
 /// The query options a RabbitMQ URL may carry besides wharf's own
 /// ([`WHARF_URL_OPTIONS`](wharf_core::url_options::WHARF_URL_OPTIONS)).
-pub const URL_OPTIONS: [&str; 15] = [
+pub const URL_OPTIONS: [&str; 16] = [
     "prefetch",
     "queue_type",
     "topic_kind",
@@ -33,6 +33,7 @@ pub const URL_OPTIONS: [&str; 15] = [
     "reconnect_max",
     "idle_release",
     "connection_name",
+    "management_url",
     "heartbeat",
     "frame_max",
     "channel_max",
@@ -95,6 +96,7 @@ fn apply(config: RabbitMqConfig, name: &str, value: &str) -> Result<RabbitMqConf
         }
         "idle_release" => config.idle_release(duration(name, value)?),
         "connection_name" => config.connection_name(value),
+        "management_url" => config.management_url(value),
         unknown => return Err(unknown_option(unknown)),
     })
 }
@@ -295,6 +297,18 @@ mod tests {
 
         assert_eq!(error.kind(), ErrorKind::Config);
         assert!(error.to_string().contains("amqp://"), "{error}");
+    }
+
+    #[test]
+    fn management_url_is_an_encoded_option() {
+        let config =
+            parse("amqp://127.0.0.1/%2f?management_url=https%3A%2F%2Fmgmt%3A15671%2F").unwrap();
+
+        assert_eq!(
+            config.management_url.as_deref(),
+            Some("https://mgmt:15671/")
+        );
+        assert!(!config.url.contains("management_url"));
     }
 
     #[test]
