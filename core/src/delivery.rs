@@ -129,7 +129,7 @@ impl Received {
     }
 
     /// The W3C trace context the publisher wrote into the message's attributes; an
-    /// empty context when it carries none. See [`telemetry`](crate::telemetry).
+    /// empty context when it carries none. See [`telemetry`](mod@crate::telemetry).
     pub fn trace_context(&self) -> opentelemetry::Context {
         telemetry::extract(&self.0.attributes)
     }

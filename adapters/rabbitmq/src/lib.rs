@@ -278,7 +278,7 @@
 //!
 //! # Error mapping
 //!
-//! In one place, [`error`](crate::error) (private): I/O errors, dead channels and
+//! In one place, the private `error` module: I/O errors, dead channels and
 //! connections, missed heartbeats → `Unavailable`; `NOT_FOUND` → `NotFound`;
 //! `ACCESS_REFUSED`, `NOT_ALLOWED` → `PermissionDenied`; `PRECONDITION_FAILED` (a
 //! queue or exchange redeclared with other arguments) → `AlreadyExists`;

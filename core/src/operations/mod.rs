@@ -10,12 +10,12 @@
 //!
 //! - [`stats`]: the [`SubscriptionStats`] snapshot, whose figures are each a [`Figure`]
 //!   that is either known or says why the broker cannot report it. No made-up zeros.
-//! - [`dead_letters`]: [`redrive`](dead_letters::redrive) moves dead letters back to
+//! - [`dead_letters`]: [`redrive`] moves dead letters back to
 //!   their subscription, all or filtered, at a bounded rate, keeping payload and
 //!   attributes and counting redrives in [`REDRIVE_COUNT`](dead_letters::REDRIVE_COUNT);
 //!   plus the receive-based peek and purge that queue-like backends share.
-//! - [`doctor`]: [`Expectations`](doctor::Expectations) built from the application's
-//!   retry policy and worker options, the [`Finding`](doctor::Finding)s a backend
+//! - [`doctor`]: [`Expectations`] built from the application's
+//!   retry policy and worker options, the [`Finding`]s a backend
 //!   reports, and the comparisons every backend makes the same way.
 //!
 //! ```no_run
