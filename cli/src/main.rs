@@ -1,0 +1,7 @@
+//! The `wharf` command; its documentation is the `wharf_cli` crate's.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    wharf_cli::main()
+}
