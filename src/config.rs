@@ -155,6 +155,20 @@ impl Settings {
         .with_query()
     }
 
+    /// These settings with another backend URL, whose query parameters then override
+    /// them: how a command-line `--url` takes precedence over the file and environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`Settings::load`], for the new URL's query parameters.
+    pub fn with_url(self, url: &str) -> Result<Self> {
+        Settings {
+            url: url.to_owned(),
+            ..self
+        }
+        .with_query()
+    }
+
     fn extract(figment: Figment) -> Result<Self> {
         figment.extract().map_err(|error| {
             let text = error.to_string();
@@ -312,6 +326,24 @@ fn config(message: impl Into<String>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_url_keeps_the_settings_and_applies_its_query() {
+        let file = Settings::from_toml("url = \"mem://file\"\ntopic = \"orders\"").unwrap();
+
+        let settings = file.with_url("mem://cli?max_attempts=9").unwrap();
+
+        assert_eq!(settings.url, "mem://cli?max_attempts=9");
+        assert_eq!(
+            settings.topic.as_deref(),
+            Some("orders"),
+            "the file's topic stays"
+        );
+        assert_eq!(
+            settings.retry.max_attempts, 9,
+            "the new URL's query applies"
+        );
+    }
 
     #[test]
     fn query_parameters_override_the_file() {

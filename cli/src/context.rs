@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tracing::debug;
 use wharf::{Backend, Connection, Settings};
 
-use crate::exit::{Exit, Failure};
+use crate::exit::Failure;
 use crate::output::Output;
 use crate::secrets::Secrets;
 
@@ -111,21 +111,11 @@ pub(crate) fn load_settings(
     Ok(settings)
 }
 
-/// `settings` with another URL, whose query options then apply over them. The settings
-/// only apply a URL's options when they are read, so they are written out and read back.
+/// `settings` with the `--url`, whose query options then apply over them.
 fn with_url(settings: Settings, url: &str) -> Result<Settings, Failure> {
-    let replaced = Settings {
-        url: url.to_owned(),
-        ..settings
-    };
-    let text = toml::to_string(&replaced).map_err(|e| {
-        Failure::new(
-            Exit::Failed,
-            format!("the settings could not be combined with --url: {e}"),
-            "put the URL in the --config file as `url` instead",
-        )
-    })?;
-    Settings::from_toml(&text).map_err(Failure::during("reading --url"))
+    settings
+        .with_url(url)
+        .map_err(Failure::during("reading --url"))
 }
 
 /// Fails early, before connecting, when nothing names a subscription.
@@ -161,6 +151,7 @@ fn no_url() -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::Exit;
 
     #[test]
     fn the_url_replaces_the_settings_url_and_its_options_apply() {
