@@ -9,13 +9,13 @@ use rdkafka::admin::AdminClient;
 use rdkafka::producer::FutureProducer;
 use tracing::{debug, warn};
 use wharf_core::{
-    Backend, Capabilities, Error, ErrorKind, Publisher, Result, Subscriber, SubscriptionSpec,
+    Backend, Capabilities, Error, ErrorKind, Expectations, Figure, Finding, Publisher, Received,
+    Result, Subscriber, SubscriptionSpec, SubscriptionStats,
 };
 
 use crate::admin::{Admin, TopicSpec, check_topic_name};
 use crate::config::KafkaConfig;
-use crate::error::from_kafka;
-use crate::producer::{KafkaTopic, LogContext, SharedProducer};
+use crate::producer::{KafkaTopic, LogContext, SharedProducer, WatchContext};
 use crate::registry::{Registration, Registry};
 use crate::subscription::{KafkaSubscription, Layout};
 
@@ -46,10 +46,7 @@ impl KafkaBackend {
     /// answers within the operation timeout.
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
         config.validate()?;
-        let producer: SharedProducer = config
-            .producer()
-            .create_with_context(LogContext)
-            .map_err(|error| from_kafka(error, "creating the producer"))?;
+        let producer = SharedProducer::new(config.producer())?;
         let admin = Admin::new(&config)?;
 
         admin.ping().await?;
@@ -81,9 +78,11 @@ impl KafkaBackend {
         &self.inner.config
     }
 
-    /// The rdkafka producer every publisher and subscription of this backend shares.
-    pub fn producer(&self) -> &FutureProducer<LogContext> {
-        &self.inner.producer
+    /// The rdkafka producer every publisher and subscription of this backend shares, as
+    /// it is now: a producer that lost every broker is replaced, and a handle taken before
+    /// that no longer reaches the broker.
+    pub fn producer(&self) -> FutureProducer<WatchContext> {
+        self.inner.producer.current()
     }
 
     /// The rdkafka admin client.
@@ -232,6 +231,35 @@ impl Backend for KafkaBackend {
         check_topic_name(topic)?;
 
         self.inner.admin.delete_topics(&[topic]).await
+    }
+
+    async fn stats(&self, subscription: &str) -> Result<SubscriptionStats> {
+        let registration = self.registration(subscription).await?;
+        let retry = retry_topic(subscription);
+        self.subscription_stats(subscription, &registration, &retry)
+            .await
+    }
+
+    async fn peek_dead_letters(&self, subscription: &str, max: usize) -> Result<Vec<Received>> {
+        let registration = self.registration(subscription).await?;
+        self.peek(&registration, max).await
+    }
+
+    async fn purge_dead_letters(&self, subscription: &str) -> Result<Figure<u64>> {
+        let registration = self.registration(subscription).await?;
+        self.purge(subscription, &registration).await
+    }
+
+    async fn redrive_publisher(&self, subscription: &str) -> Result<Publisher> {
+        self.registration(subscription).await?;
+        self.retry_publisher(subscription, &retry_topic(subscription))
+            .await
+    }
+
+    async fn doctor(&self, expected: &Expectations) -> Result<Vec<Finding>> {
+        let name = expected.subscription();
+        let registered = self.inner.registry.get(name).await?;
+        self.check(expected, registered, &retry_topic(name)).await
     }
 }
 

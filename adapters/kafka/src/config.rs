@@ -12,6 +12,8 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use wharf_core::{Error, ErrorKind, Result};
 
+use crate::watchdog::STATISTICS_INTERVAL_MS;
+
 /// The environment variable naming the bootstrap brokers, read by [`KafkaConfig::from_env`].
 pub const BROKERS_ENV: &str = "WHARF_KAFKA_BROKERS";
 
@@ -265,7 +267,9 @@ impl KafkaConfig {
             .set("linger.ms", "5")
             // The broker's default `message.max.bytes` (1 MiB plus 12 bytes of batch
             // framing); wharf's own limit sits below it, see `MAX_MESSAGE_BYTES`.
-            .set("message.max.bytes", "1048588");
+            .set("message.max.bytes", "1048588")
+            // The watch that replaces a producer without brokers reads these.
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         for (key, value) in &self.producer {
             config.set(key, value);
         }
@@ -290,7 +294,9 @@ impl KafkaConfig {
             // empty one for up to this long. Resuming paused partitions waits for that
             // fetch to return, so the 500 ms default stalls a consumer that catches up
             // on a backlog; 100 ms keeps the stall short for a few idle fetches a second.
-            .set("fetch.wait.max.ms", FETCH_WAIT_MS);
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
+            // The watch that replaces a consumer without brokers reads these.
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         for (key, value) in &self.consumer {
             config.set(key, value);
         }

@@ -86,7 +86,10 @@ pub(crate) fn code_kind(code: RDKafkaErrorCode) -> ErrorKind {
         | C::NotController
         | C::KafkaStorageError
         | C::RebalanceInProgress
-        | C::WaitingForCoordinator => ErrorKind::Unavailable,
+        | C::WaitingForCoordinator
+        // wharf purges a producer only when it replaces one that lost every broker.
+        | C::PurgeQueue
+        | C::PurgeInflight => ErrorKind::Unavailable,
         C::InvalidTopic
         | C::InvalidPartitions
         | C::InvalidReplicationFactor
@@ -124,6 +127,19 @@ mod tests {
         assert!(down.is_retryable());
         assert_eq!(denied.kind(), ErrorKind::PermissionDenied);
         assert!(!denied.is_retryable());
+    }
+
+    #[test]
+    fn records_purged_with_a_replaced_producer_are_retryable() {
+        for code in [
+            RDKafkaErrorCode::PurgeQueue,
+            RDKafkaErrorCode::PurgeInflight,
+        ] {
+            let purged = from_kafka(KafkaError::MessageProduction(code), "producing a record");
+
+            assert_eq!(purged.kind(), ErrorKind::Unavailable);
+            assert!(purged.is_retryable());
+        }
     }
 
     #[test]

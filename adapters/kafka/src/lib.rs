@@ -77,15 +77,43 @@
 //! kept; receive returns nothing until the broker is back; commits that fail are sent
 //! again.
 //!
-//! **Known shortcoming.** With the bundled librdkafka 2.12, a restart of a single-broker
-//! cluster sometimes (about one restart in seven here) leaves a producer or consumer
-//! with no broker at all: the broker answers a metadata request with an empty broker
-//! list while it shuts down, librdkafka drops the broker, and it does not fall back to
-//! `bootstrap.servers` (<https://github.com/confluentinc/librdkafka/issues/5301>). The
-//! client then stalls until the process restarts; nothing confirmed is lost, but it is
-//! not consumed either. Clusters of several brokers are far less exposed. This lifts
-//! with a librdkafka release that re-bootstraps, or with a watchdog in this crate that
-//! rebuilds a client which has lost every broker; `tests/broker_restart.rs` shows it.
+//! A restart can also leave a client with no broker at all. librdkafka (2.10 and later;
+//! the bundled one is 2.12) forgets every broker a metadata answer leaves out, and a
+//! broker that is shutting down may answer with an empty list. A client that knew only
+//! that broker, as on a single-broker cluster, then has nothing to connect to and never
+//! goes back to `bootstrap.servers` (about one restart in seven here). wharf watches for
+//! that state: the producer and every consumer emit librdkafka statistics each second,
+//! and a client whose statistics list no broker for 5 s is replaced by a new one with the
+//! same settings.
+//!
+//! - The old producer's unconfirmed records fail with `Unavailable`, which is retryable,
+//!   for their callers to publish again, instead of waiting out `message.timeout.ms`;
+//!   confirmed ones are on the broker already. Later publishes use the new producer, and
+//!   [`KafkaBackend::producer`] returns the producer in use when it is called.
+//! - A consumer's partitions are forgotten as on a revocation, without a commit (there
+//!   is no broker to take one), and its successor joins the group: the group hands the
+//!   partitions out again from their committed offsets, which never passed an unsettled
+//!   record, so nothing is skipped. What was settled since the last commit is delivered
+//!   again, and settling a delivery from before the replacement fails with
+//!   `LeaseExpired`.
+//! - A broker that is down but known stays in the statistics, so an outage alone never
+//!   replaces a client. `statistics.interval.ms=0` (a producer or consumer property)
+//!   turns the watch off.
+//! - The admin client is not watched: should it end up without brokers, the calls that
+//!   need it (creating and deleting, opening publishers, the operations below) time out
+//!   until the backend is connected again. It asks for metadata far less often than the
+//!   producer and consumers, so it rarely meets a broker that is shutting down.
+//!
+//! Why a watchdog rather than another librdkafka: no rdkafka release bundles one that
+//! re-bootstraps a client left without brokers (rdkafka 0.39, the newest, bundles 2.12.1;
+//! 0.38 bundles 2.10.0, which forgets brokers the same way), and the newest bundle from
+//! before 2.10 is librdkafka 2.3.0, in rdkafka 0.37. Pinning that would hold the whole
+//! workspace (the service smoke tests and benchmarks too) two years of librdkafka fixes
+//! back, and the stall would return with the next upgrade. The watch catches a client
+//! without brokers however it got there, with any librdkafka, for one statistics
+//! snapshot a second per client. It can go once librdkafka re-bootstraps such a client
+//! by itself; `tests/broker_restart.rs`, which `scripts/test` runs, restarts the broker
+//! under load and logs each replacement with `RUST_LOG=wharf_kafka=warn`.
 //!
 //! # Limits
 //!
@@ -128,6 +156,81 @@
 //!   enforced by the broker (`native_dead_letter` is false); the worker's retry policy
 //!   dead-letters by attempt. A record redelivered after a consumer crash keeps its
 //!   attempt number.
+//!
+//! # Operating queues
+//!
+//! The five operations of [`Backend`](wharf_core::Backend) look at a subscription's
+//! consumer groups from outside, with a short-lived consumer that carries the group's id
+//! only to read its committed offsets: it assigns partitions itself and never
+//! subscribes, so it neither joins the group (its members see no rebalance) nor commits.
+//!
+//! [`stats`](wharf_core::Backend::stats) counts, per partition, the high watermark less
+//! where the group resumes: its committed offset, or the low watermark where it has none
+//! (or one outside the log), as `auto.offset.reset=earliest` would.
+//!
+//! - `consumer_lag`: that count over the main topic for the subscription's group. It
+//!   holds ready and in-flight records alike, and a settled record until the next commit
+//!   (`commit_interval`) passes it, which waits for every record before it on its
+//!   partition.
+//! - `delayed`: the same count for `<subscription>-retry`: every nacked record not yet
+//!   committed, whether its delay has run out or not; Kafka cannot tell without reading
+//!   each record.
+//! - `dead_lettered`: the same count on the dead-letter topic for the dead-letter
+//!   subscriber's group (named after that topic): what its next reader gets. Peek leaves
+//!   it alone; redrive and purge bring it down.
+//! - `oldest_age`: the record at each partition's resume offset on the main and retry
+//!   topics is read, and the oldest publish time wins; a retried record counts from its
+//!   original publish (its `wharf-published-at` header). Known `None` when nothing lags.
+//! - `ready` and `in_flight` are unknown: Kafka does not know which records a consumer
+//!   holds in flight, and `consumer_lag` counts both.
+//! - A missing topic makes its figure unknown with a reason naming it; `doctor` says how
+//!   to create it.
+//!
+//! `backlog()` is `consumer_lag + delayed`.
+//!
+//! [`peek_dead_letters`](wharf_core::Backend::peek_dead_letters) reads up to `max`
+//! records of each dead-letter partition from where the dead-letter group resumes, with a
+//! consumer that never commits, and returns the oldest `max` by record timestamp, with
+//! the ids, attributes and envelope the dead-letter subscriber would deliver. Nothing
+//! moves. (Receiving and nacking instead would not do: a nack on the dead-letter
+//! subscriber appends a copy to the dead-letter topic.)
+//!
+//! [`purge_dead_letters`](wharf_core::Backend::purge_dead_letters) deletes the
+//! dead-letter topic's records up to the high watermarks it saw first (Kafka's
+//! `DeleteRecords`, which needs the DELETE permission on the topic), and returns how many
+//! of them the dead-letter group had not consumed: the `dead_lettered` figure it cleared.
+//! It then commits the group at those ends so Kafka's own tools show no lag either; a
+//! group with running members refuses a commit from outside, which is harmless, as they
+//! commit for themselves. Deleting rather than only committing works while a dead-letter
+//! subscriber runs, and frees the disk. Caveats: it cannot be undone, it removes the
+//! records for every reader of the topic (not only wharf's group), dead letters written
+//! after it started stay, and a running dead-letter subscriber may still deliver records
+//! it had buffered.
+//!
+//! [`redrive_publisher`](wharf_core::Backend::redrive_publisher) publishes into
+//! `<subscription>-retry`, which only this subscription's group reads, so other
+//! subscriptions of the topic do not see redriven messages. A redriven record carries no
+//! `wharf-attempt` or `wharf-not-before` header: it is due at once and starts again at
+//! attempt 1, with its retry-topic position as its id. The redrive reads through a
+//! dead-letter subscriber, a member of the dead-letter group; a fresh member of an empty
+//! group gets its first records within about 100 ms here, but if another dead-letter
+//! subscriber of the subscription is running, it keeps its partitions until a rebalance
+//! and the redrive's first receive may come back empty within its idle time, ending it
+//! early: close other dead-letter readers first. A filtered redrive returns the dead
+//! letters it skips with the dead-letter subscriber's nack, which appends them again at
+//! the end of the dead-letter topic (same id, new offset) and commits the originals.
+//!
+//! [`doctor`](wharf_core::Backend::doctor) reports as errors: a subscription missing from
+//! the registry topic; a registration reading another topic or writing dead letters to
+//! another topic than the application expects; a missing main, retry or dead-letter
+//! topic (the fix names the topic, its partitions and, for the retry topic,
+//! `retention.ms`); partitions without a leader; and `cleanup.policy=compact` on the
+//! retry or dead-letter topic. It warns of a retry topic whose `retention.ms` is below
+//! [`MAX_NACK_DELAY`], one with fewer partitions than the main topic (retries then reach
+//! only as many members), and a group with no committed offset on the main topic (its
+//! next subscriber reads the topic from its earliest record). The lease has no Kafka
+//! counterpart and Kafka has no delivery limit (`native_dead_letter` is false), so
+//! neither is checked.
 //!
 //! # Configuration and credentials
 //!
@@ -193,9 +296,10 @@
 //! All in one place (`error.rs`): unknown topics or groups → `NotFound`; topic exists →
 //! `AlreadyExists`; authorisation, SASL and TLS failures → `PermissionDenied`; record
 //! too large → `PayloadTooLarge`; timeouts → `Timeout`; a full local queue or a broker
-//! quota → `Throttled`; unreachable brokers, missing leaders and coordinator moves →
-//! `Unavailable`; invalid topic settings → `InvalidArgument`; bad properties → `Config`;
-//! anything else → `Internal`. The rdkafka error stays reachable as `source()`.
+//! quota → `Throttled`; unreachable brokers, missing leaders, coordinator moves and the
+//! unsent records of a replaced producer → `Unavailable`; invalid topic settings →
+//! `InvalidArgument`; bad properties → `Config`; anything else → `Internal`. The rdkafka
+//! error stays reachable as `source()`.
 
 mod admin;
 mod backend;
@@ -203,12 +307,14 @@ mod config;
 mod error;
 mod headers;
 mod offsets;
+mod operations;
 mod poller;
 mod producer;
 mod registry;
 mod state;
 mod subscription;
 mod url_config;
+mod watchdog;
 
 use std::time::Duration;
 
@@ -220,7 +326,7 @@ pub use config::{
     DEFAULT_OPERATION_TIMEOUT, DEFAULT_PARTITIONS, DEFAULT_RECEIVE_BUFFER, DEFAULT_REGISTRY_TOPIC,
     DEFAULT_SESSION_TIMEOUT, KafkaConfig, RECEIVE_BUFFER_BYTES,
 };
-pub use producer::{KafkaTopic, LogContext};
+pub use producer::{KafkaTopic, LogContext, WatchContext};
 pub use rdkafka;
 pub use subscription::KafkaSubscription;
 pub use url_config::{DEFAULT_PORT, PASS_THROUGH_PREFIX, SCHEME};

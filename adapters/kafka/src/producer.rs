@@ -5,22 +5,30 @@
 //! in-sync replica has it and librdkafka's own retries never duplicate or reorder it.
 //! Records of a batch are all enqueued before any confirmation is awaited, so `linger.ms`
 //! packs them into few requests.
+//!
+//! A producer that has lost every broker (see [`crate::watchdog`]) is replaced: a thread
+//! looks at its watch every second, swaps in a new producer built from the same settings,
+//! and purges the old one, whose unconfirmed records then fail as `Unavailable` for their
+//! callers to publish again. Confirmed records are on the broker already and stay there.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use tracing::{debug, trace, warn};
 use wharf_core::{Capabilities, Error, ErrorKind, Message, Result, TopicDriver};
 
 use crate::error::from_kafka;
 use crate::headers;
+use crate::watchdog::{self, BrokerWatch};
 
 /// How long to wait between tries while librdkafka's local queue is full.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
@@ -55,8 +63,132 @@ pub(crate) fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, line: &str)
     }
 }
 
-/// The producer every publisher and subscription of one backend shares.
-pub(crate) type SharedProducer = FutureProducer<LogContext>;
+/// The context of wharf's producer: logs as [`LogContext`] does, and passes librdkafka's
+/// statistics to the watch that tells whether the producer still knows a broker.
+#[derive(Debug, Clone, Default)]
+pub struct WatchContext {
+    watch: Arc<BrokerWatch>,
+}
+
+impl ClientContext for WatchContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(error = %error, reason, "librdkafka reported an error");
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.watch.observe(statistics);
+    }
+}
+
+/// The producer every publisher and subscription of one backend shares; replaced by a
+/// new one when it has lost every broker. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct SharedProducer {
+    cell: Arc<ProducerCell>,
+}
+
+struct ProducerCell {
+    config: ClientConfig,
+    current: RwLock<Current>,
+}
+
+/// The producer in use and the watch its context feeds.
+struct Current {
+    producer: FutureProducer<WatchContext>,
+    watch: Arc<BrokerWatch>,
+}
+
+impl Current {
+    fn build(config: &ClientConfig) -> KafkaResult<Self> {
+        let context = WatchContext::default();
+        let watch = context.watch.clone();
+        let producer = config.create_with_context(context)?;
+        Ok(Self { producer, watch })
+    }
+}
+
+impl SharedProducer {
+    /// Builds the producer and starts the thread that replaces it if it gets stranded.
+    pub(crate) fn new(config: ClientConfig) -> Result<Self> {
+        let current =
+            Current::build(&config).map_err(|error| from_kafka(error, "creating the producer"))?;
+        let cell = Arc::new(ProducerCell {
+            config,
+            current: RwLock::new(current),
+        });
+
+        let watched = Arc::downgrade(&cell);
+        std::thread::Builder::new()
+            .name("wharf-kafka-watchdog".to_owned())
+            .spawn(move || watch_producer(&watched))
+            .map_err(|e| {
+                Error::new(ErrorKind::Internal, "cannot start the producer watchdog").with_source(e)
+            })?;
+        Ok(Self { cell })
+    }
+
+    /// The producer in use now. A replacement does not change a handle taken before it.
+    pub(crate) fn current(&self) -> FutureProducer<WatchContext> {
+        self.cell.read().producer.clone()
+    }
+
+    /// The producer in use, locked against replacement while the guard lives. Enqueueing
+    /// under the guard never blocks, and a replacement then cannot slip between choosing
+    /// the producer and enqueueing to it: every record lands in the new producer or is
+    /// purged with the old one. Never hold it across an `.await`.
+    fn in_use(&self) -> RwLockReadGuard<'_, Current> {
+        self.cell.read()
+    }
+}
+
+impl ProducerCell {
+    fn read(&self) -> RwLockReadGuard<'_, Current> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the producer if it has known no broker for too long.
+    fn replace_if_stranded(&self) {
+        let now = Instant::now();
+        let watch = self.read().watch.clone();
+        if !watch.is_stranded(now) {
+            return;
+        }
+
+        let fresh = match Current::build(&self.config) {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                warn!(%error, "cannot build a producer to replace one without brokers");
+                watch.postpone(now);
+                return;
+            }
+        };
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        let old = std::mem::replace(&mut *current, fresh);
+        drop(current);
+
+        warn!("the Kafka producer lost every broker; replaced it, failing what it had not sent");
+        // Unconfirmed records of the old producer can never be sent; purging fails them
+        // now, with `Unavailable`, instead of after `message.timeout.ms`.
+        old.producer
+            .purge(PurgeConfig::default().queue().inflight());
+    }
+}
+
+/// Looks at the producer's watch every [`watchdog::CHECK_INTERVAL`] until the backend and
+/// everything holding its producer are gone.
+fn watch_producer(cell: &Weak<ProducerCell>) {
+    loop {
+        std::thread::sleep(watchdog::CHECK_INTERVAL);
+        let Some(cell) = cell.upgrade() else {
+            return;
+        };
+        cell.replace_if_stranded();
+    }
+}
 
 /// One record to produce.
 pub(crate) struct Record<'a> {
@@ -88,7 +220,9 @@ pub(crate) async fn enqueue(
     }
 
     loop {
-        match producer.send_result(future_record) {
+        // The guard is dropped at the end of this statement, before any wait below.
+        let sent = producer.in_use().producer.send_result(future_record);
+        match sent {
             Ok(delivery) => return Ok(delivery),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                 if started.elapsed() < patience =>
@@ -148,9 +282,11 @@ impl KafkaTopic {
         }
     }
 
-    /// The rdkafka producer, shared by every publisher and subscription of the backend.
-    pub fn native(&self) -> &FutureProducer<LogContext> {
-        &self.producer
+    /// The rdkafka producer in use now, shared by every publisher and subscription of
+    /// the backend. After the producer was replaced (it had lost every broker), a handle
+    /// taken before no longer reaches the broker: take a new one.
+    pub fn native(&self) -> FutureProducer<WatchContext> {
+        self.producer.current()
     }
 
     async fn enqueue_one(&self, message: &Message) -> Result<DeliveryFuture> {
@@ -217,7 +353,7 @@ impl TopicDriver for KafkaTopic {
         // The producer is shared with other publishers and subscriptions: closing one
         // publisher flushes it but leaves it running for them.
         self.closed.store(true, Ordering::Release);
-        let producer = self.producer.clone();
+        let producer = self.producer.current();
         let patience = self.patience;
         let flushed = tokio::task::spawn_blocking(move || producer.flush(patience)).await;
 
@@ -238,3 +374,78 @@ impl std::fmt::Debug for KafkaTopic {
 
 /// An owned key, kept with a delivery so a retry or dead letter re-publishes it as is.
 pub(crate) type Key = Option<Bytes>;
+
+#[cfg(test)]
+mod tests {
+    use wharf_core::Backend;
+
+    use super::*;
+    use crate::{KafkaBackend, KafkaConfig};
+
+    fn record<'a>(topic: &'a str, payload: &'a [u8]) -> Record<'a> {
+        Record {
+            topic,
+            key: None,
+            payload: Some(payload),
+            headers: OwnedHeaders::new(),
+        }
+    }
+
+    fn same(a: &FutureProducer<WatchContext>, b: &FutureProducer<WatchContext>) -> bool {
+        a.client().native_ptr() == b.client().native_ptr()
+    }
+
+    #[tokio::test]
+    async fn a_replaced_producer_fails_what_it_held_as_retryable_unavailable() {
+        // Nothing listens on port 1, so the record waits in the producer's queue.
+        let producer = SharedProducer::new(KafkaConfig::new("127.0.0.1:1").producer()).unwrap();
+        let held = enqueue(
+            &producer,
+            record("nowhere", b"held"),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        let before = producer.current();
+
+        producer.cell.read().watch.strand();
+        producer.cell.replace_if_stranded();
+
+        let error = confirmed(held).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+        assert!(error.is_retryable());
+        assert!(!same(&before, &producer.current()));
+    }
+
+    #[tokio::test]
+    async fn a_producer_its_watch_does_not_flag_is_kept() {
+        let producer = SharedProducer::new(KafkaConfig::new("127.0.0.1:1").producer()).unwrap();
+        let before = producer.current();
+
+        producer.cell.replace_if_stranded();
+
+        assert!(same(&before, &producer.current()));
+    }
+
+    #[tokio::test]
+    async fn publishing_goes_on_through_the_replacement() {
+        let config = KafkaConfig::from_env();
+        let backend = KafkaBackend::connect(config.clone())
+            .await
+            .expect("broker up");
+        let topic = format!("kafka-replaced-producer-{}", uuid::Uuid::new_v4().simple());
+        backend.create_topic(&topic).await.unwrap();
+        let producer = SharedProducer::new(config.producer()).unwrap();
+        let patience = Duration::from_secs(10);
+        produce(&producer, record(&topic, b"before"), patience)
+            .await
+            .unwrap();
+
+        producer.cell.read().watch.strand();
+        producer.cell.replace_if_stranded();
+        let after = produce(&producer, record(&topic, b"after"), patience).await;
+
+        assert!(after.is_ok(), "{after:?}");
+        backend.delete_topic(&topic).await.unwrap();
+    }
+}

@@ -23,7 +23,7 @@ use crate::error::from_kafka;
 use crate::headers::{self, Bookkeeping};
 use crate::poller::{self, PollContext, PollSettings};
 use crate::producer::{Record, SharedProducer, produce};
-use crate::state::{KafkaAck, Shared};
+use crate::state::{KafkaAck, Pending, Shared};
 
 /// The topics one subscriber reads and writes.
 #[derive(Debug, Clone)]
@@ -58,12 +58,9 @@ impl KafkaSubscription {
         layout: Layout,
     ) -> Result<Self> {
         let shared = Arc::new(Shared::default());
-        let context = PollContext {
-            shared: shared.clone(),
-        };
-        let consumer: BaseConsumer<PollContext> = config
-            .consumer(&layout.group)
-            .create_with_context(context)
+        let consumer_config = config.consumer(&layout.group);
+        let consumer: BaseConsumer<PollContext> = consumer_config
+            .create_with_context(PollContext::new(shared.clone()))
             .map_err(|error| from_kafka(error, "creating a consumer"))?;
         let topics: Vec<&str> = layout.topics.iter().map(String::as_str).collect();
         consumer
@@ -76,6 +73,7 @@ impl KafkaSubscription {
             retry_topic: layout.retry_topic.clone(),
             topics: layout.topics.clone(),
             idle_timeout: config.idle_timeout,
+            config: consumer_config,
         };
         let poller = std::thread::Builder::new()
             .name(format!("wharf-kafka-{}", layout.name))
@@ -104,7 +102,10 @@ impl KafkaSubscription {
         if state.closed {
             return Err(Error::closed("the Kafka subscription"));
         }
-        Ok(state.take(max))
+        let taken = state.take(max);
+        drop(state);
+        // Made into deliveries outside the lock, which the poll thread needs meanwhile.
+        Ok(taken.into_iter().map(Pending::into_delivery).collect())
     }
 
     fn check_current(&self, ack: &KafkaAck) -> Result<()> {
@@ -165,7 +166,7 @@ impl SubscriptionDriver for KafkaSubscription {
             not_before: now + delay,
             failed_first: ack.failed_first.unwrap_or(now),
             published_at: ack.published_at,
-            origin: ack.origin.clone(),
+            origin: ack.origin(),
         };
 
         let record = Record {
@@ -260,5 +261,79 @@ impl std::fmt::Debug for KafkaSubscription {
             .field("group", &self.layout.group)
             .field("topics", &self.layout.topics)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use wharf_core::{Backend, Message, SubscriptionSpec};
+
+    use super::*;
+    use crate::{KafkaBackend, KafkaConfig};
+
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    async fn receive_until(
+        subscription: &KafkaSubscription,
+        wanted: &[&str],
+    ) -> Vec<(String, AckId)> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut received = Vec::new();
+        let mut missing: BTreeSet<&str> = wanted.iter().copied().collect();
+        while !missing.is_empty() {
+            assert!(Instant::now() < deadline, "{missing:?} not received");
+            for raw in subscription
+                .receive_batch(10, Duration::from_secs(1))
+                .await
+                .unwrap()
+            {
+                let payload = String::from_utf8_lossy(&raw.payload).into_owned();
+                missing.remove(payload.as_str());
+                received.push((payload, raw.ack_id));
+            }
+        }
+        received
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consumer_without_brokers_is_replaced_and_the_group_redelivers() {
+        let backend = KafkaBackend::connect(KafkaConfig::from_env())
+            .await
+            .expect("broker up");
+        let topic = format!("kafka-replaced-consumer-{}", uuid::Uuid::new_v4().simple());
+        let name = format!("{topic}-sub");
+        backend.create_topic(&topic).await.unwrap();
+        let spec = SubscriptionSpec::new(&topic, &name);
+        backend.create_subscription(&spec).await.unwrap();
+        let publisher = backend.publisher(&topic).await.unwrap();
+        let subscription = backend.subscription(&name).await.unwrap();
+        for payload in ["held", "other"] {
+            publisher.publish(Message::new(payload)).await.unwrap();
+        }
+        let first = receive_until(&subscription, &["held", "other"]).await;
+
+        subscription.shared.watch.strand();
+        let (_, held) = first.iter().find(|(payload, _)| payload == "held").unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        let held = held.expect::<KafkaAck>().unwrap();
+        let refused = loop {
+            match subscription.check_current(held) {
+                Err(error) => break error,
+                Ok(()) => {
+                    assert!(Instant::now() < deadline, "the consumer was not replaced");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        publisher.publish(Message::new("later")).await.unwrap();
+        let again = receive_until(&subscription, &["held", "later"]).await;
+
+        assert_eq!(refused.kind(), ErrorKind::LeaseExpired, "{refused}");
+        assert!(again.iter().any(|(payload, _)| payload == "held"));
+        subscription.close().await.unwrap();
+        backend.delete_subscription(&name).await.unwrap();
+        backend.delete_topic(&topic).await.unwrap();
     }
 }
