@@ -23,8 +23,10 @@ Examples:
 
 Exit codes:
   0  success
-  1  the operation failed: the broker refused it, or some messages failed
-  2  usage or configuration error: a bad option, no topic or subscription given
+  1  the operation failed: the broker refused it, some messages failed, or a purge was
+     not confirmed
+  2  usage or configuration error: a bad option, no topic or subscription given, or a
+     purge without a terminal to confirm it and without --yes
   3  doctor found at least one error
   4  not found: the topic or subscription does not exist
   5  the broker is unreachable, timed out or throttled: trying again later may help

@@ -12,10 +12,20 @@ pub(crate) fn key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A duration such as `250ms`, `5s` or `2m`.
+/// The longest duration an option takes: a day, as long as one receive may wait.
+const LONGEST: Duration = wharf::subscriber::MAX_RECEIVE_WAIT;
+
+/// A duration such as `250ms`, `5s` or `2m`, up to a day.
 pub(crate) fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|_| format!("`{text}` is not a duration; write e.g. 250ms, 5s or 2m"))
+    let duration = humantime::parse_duration(text)
+        .map_err(|_| format!("`{text}` is not a duration; write e.g. 250ms, 5s or 2m"))?;
+    if duration > LONGEST {
+        return Err(format!(
+            "`{text}` is longer than the {} an option accepts",
+            humantime::format_duration(LONGEST)
+        ));
+    }
+    Ok(duration)
 }
 
 /// A rate of messages a second: `50/s`, `50` or `3000/m`.
@@ -66,5 +76,10 @@ mod tests {
     fn durations_take_humantime_units() {
         assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(duration("5").unwrap_err().contains("5s"));
+        assert!(
+            duration("500000000000y")
+                .unwrap_err()
+                .contains("longer than the 1day")
+        );
     }
 }

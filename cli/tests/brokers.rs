@@ -93,26 +93,14 @@ async fn publish_then_tail_peeks_and_consumes(url: &str) {
             from_file.success();
             assert_eq!(lines.success().json()["published"], 2);
 
-            let peeked = tail(queue, &["--peek", "--count", "4"]).await;
-            assert_eq!(
-                payloads(&peeked),
-                expected_payloads(),
-                "peek shows every published message"
-            );
-            let hello = peeked
-                .iter()
-                .find(|m| m["payload"] == "hello")
-                .expect("hello");
-            assert_eq!(hello["attributes"]["tenant"], "acme");
-
-            let text = queue
-                .wharf(&["tail", "-s", sub, "-n", "4", "--wait", PATIENCE])
-                .await;
-            assert!(
-                text.success().stdout().contains("attribute tenant = acme"),
-                "{}",
-                text.stdout()
-            );
+            if backend_name(queue) == "kafka" {
+                // Handing a record back would re-publish it: Kafka refuses the peek.
+                let refused = queue.wharf(&["tail", "-s", sub, "--peek"]).await;
+                let stderr = refused.expect_code(6).stderr();
+                assert!(stderr.contains("--dead-letters"), "{stderr}");
+            } else {
+                peek_leaves_them(queue, sub).await;
+            }
 
             let consumed = tail(queue, &["--consume", "--count", "4"]).await;
             assert_eq!(
@@ -127,6 +115,35 @@ async fn publish_then_tail_peeks_and_consumes(url: &str) {
             );
         })
         .await;
+}
+
+/// `tail --peek` and a plain `tail` show every message with its attributes, in JSON and
+/// as text, and leave them for the consume that follows.
+async fn peek_leaves_them(queue: &Queue, sub: &str) {
+    let peeked = tail(queue, &["--peek", "--count", "4"]).await;
+    assert_eq!(
+        payloads(&peeked),
+        expected_payloads(),
+        "peek shows every published message"
+    );
+    let hello = peeked
+        .iter()
+        .find(|m| m["payload"] == "hello")
+        .expect("hello");
+    assert_eq!(hello["attributes"]["tenant"], "acme");
+
+    let text = queue
+        .wharf(&["tail", "-s", sub, "-n", "4", "--wait", PATIENCE])
+        .await;
+    assert!(
+        text.success().stdout().contains("attribute tenant = acme"),
+        "{}",
+        text.stdout()
+    );
+}
+
+fn backend_name(queue: &Queue) -> &'static str {
+    queue.backend.capabilities().backend
 }
 
 /// `tail --raw` writes the payload's bytes and nothing else.
@@ -323,10 +340,11 @@ async fn dead_letters_are_peeked_counted_redriven_and_purged(url: &str) {
                 .wharf(&["dlq", "purge", "--json", "--yes", "-s", sub])
                 .await;
             let purged = purged.success().json();
-            assert!(
-                purged["purged"] == 2 || purged["unknown"]["purged"].is_string(),
-                "{purged}"
-            );
+            // PurgeQueue and Pub/Sub's seek do not say how many they removed.
+            match backend_name(queue) {
+                "sqs" | "pubsub" => assert!(purged["unknown"]["purged"].is_string(), "{purged}"),
+                _ => assert_eq!(purged["purged"], 2, "{purged}"),
+            }
             eventually("an empty dead-letter destination", async || {
                 let run = queue.wharf(&["dlq", "peek", "--json", "-s", sub]).await;
                 run.success().json()["messages"]
@@ -392,7 +410,9 @@ async fn check_count(queue: &Queue, expected: u64) {
     eventually("the dead-letter count", async || {
         let run = queue.wharf(&["dlq", "count", "--json", "-s", sub]).await;
         let document = run.json();
-        if run.code() == 6 {
+        // Only the Pub/Sub emulator cannot count dead letters.
+        if backend_name(queue) == "pubsub" {
+            assert_eq!(run.code(), 6, "{document}");
             assert!(
                 document["unknown"]["dead_lettered"].is_string(),
                 "{document}"

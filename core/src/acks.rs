@@ -35,7 +35,7 @@ impl AckBatcher {
 
     /// Acks `delivery` in the next batch and returns its result; `None` if the batching
     /// task ended without answering (it panicked in the backend), in which case the
-    /// delivery was dropped unsettled and returns after its lease.
+    /// delivery was dropped unsettled, which releases it for redelivery.
     pub(crate) async fn ack(&self, delivery: Delivery) -> Option<Result<(), SettleError>> {
         let (reply, result) = oneshot::channel();
         if let Err(refused) = self.requests.send((delivery, reply)).await {

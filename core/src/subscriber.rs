@@ -12,6 +12,10 @@ use crate::driver::SubscriptionDriver;
 use crate::error::{Error, ErrorKind, Result};
 use crate::telemetry::Instruments;
 
+/// The longest one receive may wait. Far beyond any broker's long poll, and short
+/// enough that no deadline computed from it overflows.
+pub const MAX_RECEIVE_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Slack given to a backend's receive beyond the caller's timeout: one network round trip.
 const RECEIVE_SLACK: Duration = Duration::from_secs(2);
 
@@ -77,7 +81,8 @@ impl Subscriber {
     ///
     /// # Errors
     ///
-    /// [`InvalidArgument`](ErrorKind::InvalidArgument) if `max` is zero; the backend's
+    /// [`InvalidArgument`](ErrorKind::InvalidArgument) if `max` is zero or `timeout` is
+    /// above [`MAX_RECEIVE_WAIT`]; the backend's
     /// error otherwise, with [`Error::is_retryable`] telling whether to keep polling.
     ///
     /// # Cancel safety
@@ -89,6 +94,12 @@ impl Subscriber {
             return Err(Error::invalid(
                 "receive needs a maximum of at least one delivery",
             ));
+        }
+        if timeout > MAX_RECEIVE_WAIT {
+            return Err(Error::invalid(format!(
+                "a receive waits at most {}; call it again to wait longer",
+                humantime::format_duration(MAX_RECEIVE_WAIT)
+            )));
         }
 
         let span = debug_span!(

@@ -70,6 +70,9 @@ pub const TRACESTATE: &str = "tracestate";
 
 const METER: &str = "wharf";
 
+/// The shortest refresh interval of [`BacklogGauges`]: stats are broker calls.
+pub const MIN_REFRESH: Duration = Duration::from_millis(10);
+
 /// Writes the current span's trace context into `message`, if there is one, the
 /// message carries none yet, and it still fits `caps` afterwards.
 pub(crate) fn inject_current(message: &mut Message, caps: &Capabilities) {
@@ -212,7 +215,8 @@ type Snapshots = Arc<Mutex<Vec<SubscriptionStats>>>;
 
 impl BacklogGauges {
     /// Registers the gauges on the global meter provider and refreshes them every
-    /// `interval` from `backend`. Must be called inside a Tokio runtime.
+    /// `interval` (at least [`MIN_REFRESH`]) from `backend`. Must be called inside a
+    /// Tokio runtime.
     pub fn start(
         backend: Arc<dyn Backend>,
         subscriptions: Vec<String>,
@@ -223,7 +227,14 @@ impl BacklogGauges {
         let gauges = register(&meter, backend.capabilities().backend, &snapshots);
 
         let stop = CancellationToken::new();
-        let refresh = refresh(backend, subscriptions, interval, snapshots.clone());
+        let interval = interval.max(MIN_REFRESH);
+        let refresh = refresh(
+            backend,
+            subscriptions,
+            interval,
+            snapshots.clone(),
+            stop.clone(),
+        );
         tokio::spawn(stop.clone().run_until_cancelled_owned(refresh));
         Self {
             stop,
@@ -235,12 +246,13 @@ impl BacklogGauges {
 
 impl Drop for BacklogGauges {
     fn drop(&mut self) {
-        self.stop.cancel();
         // The meter provider may keep calling back; report nothing from now on.
-        self.snapshots
+        let mut latest = self
+            .snapshots
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+            .unwrap_or_else(PoisonError::into_inner);
+        self.stop.cancel();
+        latest.clear();
     }
 }
 
@@ -249,6 +261,7 @@ async fn refresh(
     subscriptions: Vec<String>,
     interval: Duration,
     snapshots: Snapshots,
+    stop: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(interval);
     loop {
@@ -260,7 +273,13 @@ async fn refresh(
                 Err(error) => warn!(subscription, %error, "backlog gauges: stats failed"),
             }
         }
-        *snapshots.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+        let mut latest = snapshots.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the lock: a drop that cleared the snapshots while stats were
+        // read must not see them come back.
+        if stop.is_cancelled() {
+            return;
+        }
+        *latest = fresh;
     }
 }
 

@@ -451,7 +451,7 @@ impl<H: Handler> Job<H> {
                 Some(result) => (&self.stats.acked, result),
                 None => {
                     WorkerStats::bump(&self.stats.settle_failures);
-                    warn!("ack batching stopped; the delivery returns after its lease");
+                    warn!("ack batching stopped; the delivery was released for redelivery");
                     return;
                 }
             },

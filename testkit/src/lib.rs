@@ -91,6 +91,7 @@
 //! Operating queues ([`conformance::operations`]):
 //! `stats_follow_a_growing_then_draining_backlog`, `peek_leaves_dead_letters_in_place`,
 //! `redrive_returns_dead_letters_intact`, `filtered_redrive_leaves_the_rest`,
+//! `large_filtered_redrive_never_ends_silently`,
 //! `purge_empties_the_dead_letters`, `doctor_accepts_what_wharf_created`,
 //! `doctor_reports_a_missing_subscription`,
 //! `doctor_reports_a_delivery_limit_below_the_retries`.

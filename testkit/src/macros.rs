@@ -64,6 +64,7 @@ macro_rules! conformance_suite {
                 operations::peek_leaves_dead_letters_in_place,
                 operations::redrive_returns_dead_letters_intact,
                 operations::filtered_redrive_leaves_the_rest,
+                operations::large_filtered_redrive_never_ends_silently,
                 operations::purge_empties_the_dead_letters,
                 operations::doctor_accepts_what_wharf_created,
                 operations::doctor_reports_a_missing_subscription,

@@ -18,6 +18,7 @@ async fn gauges_follow_the_backlog() {
     let provider = SdkMeterProvider::builder().with_reader(reader).build();
     global::set_meter_provider(provider.clone());
 
+    let started = std::time::Instant::now();
     let backend = MemoryBackend::new();
     backend.create_topic("orders").await.unwrap();
     backend
@@ -47,7 +48,11 @@ async fn gauges_follow_the_backlog() {
     assert_eq!(gauge(&exporter, "wharf.backlog"), Some(2.0));
     assert_eq!(gauge(&exporter, "wharf.dead_letter.depth"), Some(1.0));
     let age = gauge(&exporter, "wharf.oldest_age").expect("the oldest age is reported");
-    assert!(age >= 0.0);
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        age > 0.0 && age <= elapsed,
+        "the oldest message is {age} s old, but the test began {elapsed} s ago"
+    );
 
     drop(gauges);
     exporter.reset();

@@ -88,8 +88,10 @@
 //!
 //! - The old producer's unconfirmed records fail with `Unavailable`, which is retryable,
 //!   for their callers to publish again, instead of waiting out `message.timeout.ms`;
-//!   confirmed ones are on the broker already. Later publishes use the new producer, and
-//!   [`KafkaBackend::producer`] returns the producer in use when it is called.
+//!   confirmed ones are on the broker already. A record that reached the broker just
+//!   before the client lost it may be stored and still fail here, so its publish again
+//!   is a duplicate: at least once, as everywhere. Later publishes use the new producer,
+//!   and [`KafkaBackend::producer`] returns the producer in use when it is called.
 //! - A consumer's partitions are forgotten as on a revocation, without a commit (there
 //!   is no broker to take one), and its successor joins the group: the group hands the
 //!   partitions out again from their committed offsets, which never passed an unsettled

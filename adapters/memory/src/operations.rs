@@ -3,7 +3,8 @@
 
 use wharf_core::operations::doctor::{delivery_limit, lease_covers_handler, missing};
 use wharf_core::{
-    AckId, Expectations, Figure, Finding, RawDelivery, Received, Result, SubscriptionStats,
+    AckId, Error, ErrorKind, Expectations, Figure, Finding, RawDelivery, Received, Result,
+    SubscriptionStats,
 };
 
 use crate::backend::MemoryBackend;
@@ -68,9 +69,14 @@ impl MemoryBackend {
 
     fn dead_letters_of(&self, subscription: &str) -> Result<std::sync::Arc<Queue>> {
         let (_, queue) = self.registered(subscription)?;
-        let dead_letters = queue.dead_letter_queue().cloned();
-        // Every memory subscription is created with a dead-letter queue.
-        Ok(dead_letters.unwrap_or(queue))
+        // Every memory subscription is created with one; never fall back to the live
+        // queue, which a purge would empty.
+        queue.dead_letter_queue().cloned().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("subscription `{subscription}` has no dead-letter queue"),
+            )
+        })
     }
 }
 

@@ -248,7 +248,11 @@
 //! subscription's nack delay queue. [`redrive`](wharf_core::operations::redrive) reads
 //! through the dead-letter subscriber, which gives back the dead letters a filter
 //! skips with a plain `basic.nack`: on a quorum dead-letter queue that counts a
-//! delivery.
+//! delivery. The skipped ones are held until the redrive ends, and a channel holds at
+//! most `prefetch` (16 by default) unacked, so a filtered redrive looks at that many
+//! non-matching letters per run; the report's `unexamined` then says how many it did
+//! not reach. Run it again, or raise `?prefetch=` in the URL for a large dead-letter
+//! queue.
 //!
 //! **Doctor.** Over AMQP it checks that the topic's exchange, the subscription's
 //! queue, its `S.dlx` exchange and its dead-letter queue exist. With the API it also

@@ -26,7 +26,11 @@ Examples:
 `count` exits with 6 (unsupported) when the broker cannot say how many dead letters there
 are, printing the reason. A redriven message is published again with its payload, ordering
 key and original attributes, `wharf-redrive-count` one higher, and starts again at
-attempt 1; its dead letter is removed only after the broker confirmed the publish.";
+attempt 1; its dead letter is removed only after the broker confirmed the publish. It
+reaches only this subscription, except on Pub/Sub, where it goes to the subscription's
+topic and so to every subscription of it. Dead letters that another subscription sharing
+the dead-letter destination put there stay, unless --any-source is given. A purge removes
+everything in the dead-letter destination, whichever subscription it came from.";
 
 /// Works with a subscription's dead letters.
 #[derive(Debug, clap::Args)]
@@ -110,6 +114,11 @@ pub(crate) struct RedriveArgs {
     /// Ends once no dead letter arrived for this long.
     #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse::duration)]
     idle: Duration,
+
+    /// Also redrives dead letters that another subscription sharing the dead-letter
+    /// destination put there (by default they stay).
+    #[arg(long)]
+    any_source: bool,
 }
 
 /// Options of `dlq purge`.
@@ -236,7 +245,10 @@ struct RedriveSummary {
     examined: u64,
     redriven: u64,
     skipped: u64,
+    other_source: u64,
     failed: u64,
+    not_removed: u64,
+    unexamined: Option<u64>,
     errors: Vec<String>,
 }
 
@@ -246,6 +258,12 @@ async fn redrive_dead_letters(
     args: &RedriveArgs,
 ) -> Result<Exit, Failure> {
     let options = options(args);
+    if ctx.backend.capabilities().backend == "pubsub" {
+        ctx.out.note(
+            "note: Pub/Sub cannot publish to one subscription, so redriven messages go to the \
+             subscription's topic and every subscription of that topic receives them",
+        );
+    }
     let total = dead_letter_count(ctx, subscription).await;
     let bar = ctx.out.progress(total);
     bar.set_message("examined");
@@ -267,6 +285,18 @@ async fn redrive_dead_letters(
     )))?;
 
     summarise(ctx, subscription, &report)?;
+    if report.not_removed > 0 {
+        return Err(Failure::new(
+            Exit::Failed,
+            format!(
+                "{} dead letter(s) of `{subscription}` were redriven but could not be removed \
+                 from the dead-letter destination",
+                report.not_removed
+            ),
+            "they are now in both places: do not redrive again; peek at the dead letters \
+             and purge them once the redriven copies are processed",
+        ));
+    }
     if report.failed == 0 {
         return Ok(Exit::Success);
     }
@@ -296,6 +326,9 @@ fn options(args: &RedriveArgs) -> RedriveOptions {
     if let Some(limit) = args.limit {
         options = options.limit(limit);
     }
+    if args.any_source {
+        options = options.any_source();
+    }
     options
 }
 
@@ -313,15 +346,31 @@ fn summarise(ctx: &Context, subscription: &str, report: &RedriveReport) -> Resul
             examined: report.examined,
             redriven: report.redriven,
             skipped: report.skipped,
+            other_source: report.other_source,
             failed: report.failed,
+            not_removed: report.not_removed,
+            unexamined: report.unexamined,
             errors: report.errors.clone(),
         });
     }
     ctx.out.note(&format!(
         "redrove {} dead letter(s) back onto `{subscription}`: {} examined, {} skipped by \
-         the filters (left in place), {} failed",
-        report.redriven, report.examined, report.skipped, report.failed
+         the filters and {} from other subscriptions (left in place), {} failed",
+        report.redriven, report.examined, report.skipped, report.other_source, report.failed
     ));
+    if report.not_removed > 0 {
+        ctx.out.note(&format!(
+            "  {} were published back but are still in the dead-letter destination too: \
+             do not redrive again; check them with `wharf dlq peek` and purge them",
+            report.not_removed
+        ));
+    }
+    if let Some(left) = report.unexamined.filter(|&left| left > 0) {
+        ctx.out.note(&format!(
+            "  {left} dead letter(s) were not looked at (a consumer holds only so many \
+             skipped ones at once): run the redrive again"
+        ));
+    }
     for error in &report.errors {
         ctx.out.note(&format!("  failed: {error}"));
     }

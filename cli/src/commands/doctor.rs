@@ -48,6 +48,12 @@ pub(crate) struct Args {
     /// Where the application expects dead letters; default `<subscription>-dlq`.
     #[arg(long, value_name = "NAME")]
     dead_letter: Option<String>,
+
+    /// The broker's own delivery limit the application expects, as a safety net for
+    /// messages that crash consumers (SQS maxReceiveCount, Pub/Sub max_delivery_attempts,
+    /// RabbitMQ x-delivery-limit); without it, a missing limit is not an error.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_deliveries: Option<u32>,
 }
 
 /// What `doctor --json` prints.
@@ -127,6 +133,7 @@ fn expectations(ctx: &Context, args: &Args, subscription: &str) -> Result<Expect
         .dead_letter
         .clone()
         .or_else(|| settings.dead_letter.clone());
+    spec.max_delivery_attempts = args.max_deliveries;
     Ok(Expectations::from_policy(spec, &policy, handler_timeout))
 }
 

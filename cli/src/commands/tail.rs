@@ -22,7 +22,10 @@ Examples:
   wharf tail -s billing -n 1 --raw > payload.bin     # one payload's bytes
 
 --peek receives each message and releases it at once with a zero-delay nack: nothing is
-consumed, but each peeked message counts one more delivery attempt on the broker.";
+consumed, but each peeked message counts one more delivery attempt on the broker, so
+peeking often can push a message past a delivery limit into the dead-letter destination.
+With --dead-letters, --peek uses the backend's own peek, which changes nothing. Kafka has
+no way to hand a record back, so on Kafka only the dead letters can be peeked.";
 
 /// Reads messages of a subscription.
 #[derive(Debug, clap::Args)]
@@ -160,6 +163,19 @@ async fn peek(
             .map_err(Failure::during(format!(
                 "peeking at the dead letters of `{subscription}`"
             )));
+    }
+    if ctx.backend.capabilities().backend == "kafka" {
+        return Err(Failure::new(
+            Exit::Unsupported,
+            format!(
+                "Kafka cannot peek at `{subscription}`: handing a record back re-publishes \
+                 it to the retry topic and joins the consumers' group"
+            ),
+            format!(
+                "use `wharf stats -s {subscription}` for the backlog, `wharf tail -s \
+                 {subscription} --dead-letters` to peek at what failed, or --consume"
+            ),
+        ));
     }
     let subscriber = open(ctx, subscription, false).await?;
     let peeked = peek_by_receiving(&subscriber, max, args.wait).await;

@@ -1,6 +1,6 @@
 //! Working with dead letters: [`redrive`] them back to their subscription, and the
-//! receive-based [`peek_by_receiving`] and [`purge_by_receiving`] that queue-like
-//! backends build their [`Backend`] methods from.
+//! receive-based [`peek_by_receiving`] that queue-like backends build their
+//! [`Backend::peek_dead_letters`] from.
 //!
 //! A redriven message is a new publish of the dead letter's payload, ordering key and
 //! original attributes (the envelope that said why it failed is removed), with
@@ -19,7 +19,7 @@ use futures::future::join_all;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::dead_letter::{Envelope, REASON};
+use crate::dead_letter::{Envelope, REASON, SOURCE};
 use crate::delivery::{Delivery, Received};
 use crate::driver::Backend;
 use crate::error::{Error, Result};
@@ -53,6 +53,7 @@ type Predicate = Arc<dyn Fn(&Received) -> bool + Send + Sync>;
 #[derive(Clone)]
 pub struct RedriveOptions {
     filters: Vec<Predicate>,
+    any_source: bool,
     rate: Option<NonZeroU32>,
     limit: Option<u64>,
     idle: Duration,
@@ -63,6 +64,7 @@ impl Default for RedriveOptions {
     fn default() -> Self {
         Self {
             filters: Vec::new(),
+            any_source: false,
             rate: None,
             limit: None,
             idle: Duration::from_secs(2),
@@ -96,6 +98,15 @@ impl RedriveOptions {
         })
     }
 
+    /// Also redrives dead letters that another subscription sharing the dead-letter
+    /// destination put there. By default only those whose `wharf-source` names this
+    /// subscription, or that carry no source (dead-lettered by the broker itself), go.
+    #[must_use]
+    pub fn any_source(mut self) -> Self {
+        self.any_source = true;
+        self
+    }
+
     /// Redrives at most `per_second` messages a second.
     #[must_use]
     pub fn rate(mut self, per_second: NonZeroU32) -> Self {
@@ -121,6 +132,13 @@ impl RedriveOptions {
         self.filters.iter().all(|keep| keep(received))
     }
 
+    fn belongs_elsewhere(&self, received: &Received, subscription: &str) -> bool {
+        !self.any_source
+            && received
+                .attribute(SOURCE)
+                .is_some_and(|s| s != subscription)
+    }
+
     /// How many to ask for next, given how many were redriven so far.
     fn room(&self, redriven: u64) -> usize {
         let by_rate = self.rate.map_or(BATCH, |rate| rate.get() as usize);
@@ -137,6 +155,7 @@ impl fmt::Debug for RedriveOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedriveOptions")
             .field("filters", &self.filters.len())
+            .field("any_source", &self.any_source)
             .field("rate", &self.rate)
             .field("limit", &self.limit)
             .field("idle", &self.idle)
@@ -153,9 +172,22 @@ pub struct RedriveReport {
     pub redriven: u64,
     /// Left in the dead-letter destination because the filter did not match.
     pub skipped: u64,
-    /// Could not be redriven, and stay in the dead-letter destination (or, where only
-    /// removing it failed, are now in both places).
+    /// Left in the dead-letter destination because they came from another subscription
+    /// sharing it (their `wharf-source` names it), unless
+    /// [`any_source`](RedriveOptions::any_source) was set.
+    pub other_source: u64,
+    /// Could not be published back, and stay in the dead-letter destination.
     pub failed: u64,
+    /// Published back, but removing them from the dead-letter destination failed: they
+    /// are now in both places. Redriving again would publish them a second time; purge
+    /// or inspect them instead.
+    pub not_removed: u64,
+    /// Dead letters the redrive did not get to look at, as the backend counted after
+    /// it ended; `None` where it cannot count. A consumer can hold only so many
+    /// unsettled messages (RabbitMQ's prefetch, Pub/Sub's outstanding limit), and the
+    /// ones a filter skips are held, so a filtered redrive of a large dead-letter
+    /// destination can end before it saw every letter: run it again.
+    pub unexamined: Option<u64>,
     /// The first few failures' messages.
     pub errors: Vec<String>,
 }
@@ -163,6 +195,15 @@ pub struct RedriveReport {
 impl RedriveReport {
     fn failure(&mut self, error: &Error) {
         self.failed += 1;
+        self.keep(error);
+    }
+
+    fn not_removed(&mut self, error: &Error) {
+        self.not_removed += 1;
+        self.keep(error);
+    }
+
+    fn keep(&mut self, error: &Error) {
         if self.errors.len() < KEPT_ERRORS {
             self.errors.push(error.to_string());
         }
@@ -176,9 +217,11 @@ impl RedriveReport {
 /// [`redrive_publisher`](Backend::redrive_publisher), so they reach this subscription
 /// (on Pub/Sub, whose subscriptions cannot be published to, its topic). Dead letters the
 /// filter skips are held until the redrive ends, so each is looked at once, and then
-/// returned to the dead-letter destination. The redrive ends when no dead letter arrives
-/// for the idle time, or when a receive brings only dead letters already looked at (a
-/// held one whose lease ran out).
+/// returned to the dead-letter destination, and so are those another subscription
+/// sharing the destination put there (see [`RedriveOptions::any_source`]). The redrive
+/// ends when no dead letter arrives for the idle time, or when a receive brings only
+/// dead letters already looked at (a held one whose lease ran out);
+/// [`RedriveReport::unexamined`] then says whether any were left unseen.
 ///
 /// # Errors
 ///
@@ -194,14 +237,15 @@ pub async fn redrive(
     let source = backend.dead_letter_subscriber(subscription).await?;
     let target = backend.redrive_publisher(subscription).await?;
 
-    let result = redrive_between(&source, &target, options, &mut progress).await;
+    let result = redrive_between(subscription, &source, &target, options, &mut progress).await;
 
     for closed in [source.close().await, target.close().await] {
         if let Err(error) = closed {
             warn!(subscription, %error, "closing after a redrive failed");
         }
     }
-    let report = result?;
+    let mut report = result?;
+    report.unexamined = unexamined(backend, subscription, &report).await;
     info!(
         subscription,
         redriven = report.redriven,
@@ -212,7 +256,20 @@ pub async fn redrive(
     Ok(report)
 }
 
+/// How many dead letters are left beyond those the redrive looked at and left.
+async fn unexamined(
+    backend: &dyn Backend,
+    subscription: &str,
+    report: &RedriveReport,
+) -> Option<u64> {
+    let stats = backend.stats(subscription).await.ok()?;
+    let left = *stats.dead_lettered.known()?;
+    let looked_at_and_left = report.skipped + report.other_source + report.failed;
+    Some(left.saturating_sub(looked_at_and_left))
+}
+
 async fn redrive_between(
+    subscription: &str,
     source: &Subscriber,
     target: &Publisher,
     options: &RedriveOptions,
@@ -245,10 +302,15 @@ async fn redrive_between(
         }
 
         report.examined += new.len() as u64;
-        let (matching, other): (Vec<_>, Vec<_>) = new
+        let (elsewhere, ours): (Vec<_>, Vec<_>) = new
+            .into_iter()
+            .partition(|delivery| options.belongs_elsewhere(delivery.received(), subscription));
+        let (matching, other): (Vec<_>, Vec<_>) = ours
             .into_iter()
             .partition(|delivery| options.matches(delivery.received()));
+        report.other_source += elsewhere.len() as u64;
         report.skipped += other.len() as u64;
+        held.extend(elsewhere);
         held.extend(other);
 
         redrive_batch(target, matching, &mut report).await;
@@ -268,9 +330,19 @@ async fn redrive_between(
 }
 
 async fn redrive_batch(target: &Publisher, matching: Vec<Delivery>, report: &mut RedriveReport) {
+    let deduplicating = target.capabilities().deduplication;
     let messages = matching
         .iter()
-        .map(|delivery| redriven_message(delivery.received()))
+        .map(|delivery| {
+            let message = redriven_message(delivery.received());
+            // A deduplicating queue (SQS FIFO with content-based deduplication) would
+            // take a copy of a recent message for a repeat and drop it; a redrive is a
+            // new message, so it gets an id of its own.
+            match deduplicating {
+                true => with_redrive_id(message, delivery.received()),
+                false => message,
+            }
+        })
         .collect();
     let published = target.publish_batch(messages).await;
 
@@ -290,7 +362,7 @@ async fn redrive_batch(target: &Publisher, matching: Vec<Delivery>, report: &mut
     for removed in Delivery::ack_all(confirmed).await {
         match removed {
             Ok(()) => report.redriven += 1,
-            Err(failed) => report.failure(&failed.error),
+            Err(failed) => report.not_removed(&failed.error),
         }
     }
 }
@@ -310,6 +382,15 @@ pub fn redriven_message(dead: &Received) -> Message {
         Some(key) => message.with_ordering_key(key),
         None => message,
     }
+}
+
+fn with_redrive_id(message: Message, dead: &Received) -> Message {
+    let count = message
+        .attributes()
+        .get(REDRIVE_COUNT)
+        .cloned()
+        .unwrap_or_default();
+    message.with_deduplication_id(format!("{}-redrive-{count}", dead.id()))
 }
 
 /// Sleeps until `done` messages are no more than `rate` allows since `started`.
@@ -366,34 +447,6 @@ pub async fn peek_by_receiving(
     outcome.map(|()| peeked)
 }
 
-/// Acks every message of `subscriber` until none arrives for `wait`, returning how many
-/// it removed.
-///
-/// # Errors
-///
-/// The backend's error if a receive fails, with how many were removed before.
-pub async fn purge_by_receiving(subscriber: &Subscriber, wait: Duration) -> Result<u64> {
-    let mut removed = 0;
-    loop {
-        let batch = subscriber.receive(BATCH, wait).await.map_err(|error| {
-            Error::new(
-                error.kind(),
-                format!("purge stopped after {removed} messages: {error}"),
-            )
-            .with_source(error)
-        })?;
-        if batch.is_empty() {
-            return Ok(removed);
-        }
-        for result in Delivery::ack_all(batch).await {
-            match result {
-                Ok(()) => removed += 1,
-                Err(failed) => debug!(error = %failed.error, "purge: message already gone"),
-            }
-        }
-    }
-}
-
 /// Returns held deliveries at once. One whose lease already ran out is back anyway.
 async fn release(held: Vec<Delivery>) {
     let results = join_all(held.into_iter().map(|d| d.nack(Duration::ZERO))).await;
@@ -405,7 +458,7 @@ async fn release(held: Vec<Delivery>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dead_letter::{ATTEMPTS, SOURCE};
+    use crate::dead_letter::ATTEMPTS;
 
     #[test]
     fn room_follows_rate_and_limit() {

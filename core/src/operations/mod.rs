@@ -13,7 +13,7 @@
 //! - [`dead_letters`]: [`redrive`] moves dead letters back to
 //!   their subscription, all or filtered, at a bounded rate, keeping payload and
 //!   attributes and counting redrives in [`REDRIVE_COUNT`](dead_letters::REDRIVE_COUNT);
-//!   plus the receive-based peek and purge that queue-like backends share.
+//!   plus the receive-based peek that queue-like backends share.
 //! - [`doctor`]: [`Expectations`] built from the application's
 //!   retry policy and worker options, the [`Finding`]s a backend
 //!   reports, and the comparisons every backend makes the same way.
