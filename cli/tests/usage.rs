@@ -152,7 +152,7 @@ fn publish_needs_something_to_publish() {
 }
 
 #[test]
-fn a_missing_file_is_named() {
+fn a_missing_file_is_a_usage_error_that_names_it() {
     wharf()
         .args([
             "--url",
@@ -164,7 +164,7 @@ fn a_missing_file_is_named() {
             "/no/such/file",
         ])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("/no/such/file"));
 }
 

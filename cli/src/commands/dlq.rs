@@ -108,7 +108,7 @@ pub(crate) struct RedriveArgs {
     rate: Option<std::num::NonZeroU32>,
 
     /// Stops after redriving this many.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
 
     /// Ends once no dead letter arrived for this long.

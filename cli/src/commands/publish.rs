@@ -85,9 +85,7 @@ pub(crate) fn read_input(args: &Args) -> Result<Vec<u8>, Failure> {
         (Some(text), _) if text == "-" => read_stdin(),
         (Some(text), _) => Ok(text.clone().into_bytes()),
         (None, Some(path)) if path == Path::new("-") => read_stdin(),
-        (None, Some(path)) => {
-            std::fs::read(path).map_err(|e| Failure::io(format!("reading {}", path.display()), &e))
-        }
+        (None, Some(path)) => std::fs::read(path).map_err(|e| unreadable(path, &e)),
         (None, None) => Err(Failure::usage(
             "nothing to publish",
             "give the payload as an argument, `--file PATH`, or `-` to read standard input",
@@ -227,6 +225,15 @@ fn print(ctx: &Context, report: &Report) -> Result<(), Failure> {
         ctx.out.note(&format!("  failed: {error}"));
     }
     Ok(())
+}
+
+/// A --file that cannot be read is the caller's to fix: a usage error, not the broker's.
+fn unreadable(path: &std::path::Path, error: &std::io::Error) -> Failure {
+    Failure::new(
+        Exit::Usage,
+        format!("reading {}: {error}", path.display()),
+        "check that the path exists and is readable, or pipe the input through `-`",
+    )
 }
 
 #[cfg(test)]

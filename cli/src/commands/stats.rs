@@ -16,7 +16,9 @@ Examples:
 
 Backlog is ready + in flight + delayed (on Kafka: consumer lag + delayed). A figure the
 broker cannot report is shown as – and its reason listed under the table; in JSON it is
-null, with the reason in the `unknown` map.";
+null, with the reason in the `unknown` map. Figures are the broker's and may trail by a
+few seconds: RabbitMQ's management plugin samples every 5 s, SQS counts are approximate,
+Kafka's lag moves when offsets are committed (every 500 ms).";
 
 /// Shows backlog figures.
 #[derive(Debug, clap::Args)]

@@ -24,8 +24,10 @@ Examples:
 --peek receives each message and releases it at once with a zero-delay nack: nothing is
 consumed, but each peeked message counts one more delivery attempt on the broker, so
 peeking often can push a message past a delivery limit into the dead-letter destination.
-With --dead-letters, --peek uses the backend's own peek, which changes nothing. Kafka has
-no way to hand a record back, so on Kafka only the dead letters can be peeked.";
+With --dead-letters, --peek uses the backend's dead-letter peek: memory, RabbitMQ and
+Kafka leave the dead letters untouched; SQS and Pub/Sub receive and release them too,
+which raises their receive count. Kafka has no way to hand a record back, so on Kafka
+only the dead letters can be peeked.";
 
 /// Reads messages of a subscription.
 #[derive(Debug, clap::Args)]
