@@ -225,8 +225,9 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Query parameters whose values are secrets in some backend's URL.
-const SECRET_OPTIONS: [&str; 5] = [
+/// Query parameters whose values are secrets in some backend's URL; [`redact`] hides
+/// them, and so should anything else that prints a URL.
+pub const SECRET_OPTIONS: [&str; 5] = [
     "password",
     "sasl_password",
     "secret_access_key",

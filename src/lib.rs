@@ -37,7 +37,7 @@ mod open;
 
 pub use config::{RetrySettings, Settings};
 
-pub use connect::{connect, redact};
+pub use connect::{SECRET_OPTIONS, connect, redact};
 pub use open::Connection;
 pub use wharf_core::*;
 

@@ -5,15 +5,6 @@
 //! which replaces the backend URLs it was given and the passwords and secret options in
 //! them.
 
-/// Query options whose values are secrets in some backend's URL.
-const SECRET_OPTIONS: [&str; 5] = [
-    "password",
-    "sasl_password",
-    "secret_access_key",
-    "ssl_key_password",
-    "token",
-];
-
 /// Shorter secrets are not replaced on their own: they would blank out ordinary words.
 const SHORTEST_SECRET: usize = 3;
 
@@ -66,7 +57,7 @@ fn secrets_in(url: &str) -> Vec<String> {
     if let Some((_, query)) = rest.split_once('?') {
         for pair in query.split('&') {
             if let Some((name, value)) = pair.split_once('=')
-                && SECRET_OPTIONS.contains(&name)
+                && wharf::SECRET_OPTIONS.contains(&name)
             {
                 found.push(value.to_owned());
             }

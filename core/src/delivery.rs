@@ -40,7 +40,12 @@ impl Received {
     /// The contents of `raw` as a delivery from `source`, without a way to settle it:
     /// for a backend's [`peek_dead_letters`](crate::Backend::peek_dead_letters).
     pub fn from_raw(raw: RawDelivery, source: &str) -> Self {
-        Self(Arc::new(Contents {
+        Self::split(raw, source.into()).0
+    }
+
+    /// The contents of `raw`, and apart from them what settles it.
+    fn split(raw: RawDelivery, source: Arc<str>) -> (Self, AckId) {
+        let contents = Contents {
             id: raw.id,
             payload: raw.payload,
             attributes: raw.attributes,
@@ -48,8 +53,9 @@ impl Received {
             attempt: raw.attempt.max(1),
             published_at: raw.published_at,
             first_failure: raw.first_failure,
-            source: source.into(),
-        }))
+            source,
+        };
+        (Self(Arc::new(contents)), raw.ack_id)
     }
 
     /// `message` as if it had just been delivered from `source`, on its first attempt:
@@ -190,19 +196,10 @@ impl Delivery {
         source: Arc<str>,
         instruments: Arc<Instruments>,
     ) -> Self {
-        let contents = Contents {
-            id: raw.id,
-            payload: raw.payload,
-            attributes: raw.attributes,
-            ordering_key: raw.ordering_key,
-            attempt: raw.attempt.max(1),
-            published_at: raw.published_at,
-            first_failure: raw.first_failure,
-            source,
-        };
+        let (received, ack_id) = Received::split(raw, source);
         Self {
-            received: Received(Arc::new(contents)),
-            ack_id: Some(raw.ack_id),
+            received,
+            ack_id: Some(ack_id),
             driver,
             instruments,
         }

@@ -18,7 +18,7 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use wharf_core::dead_letter::{self, millis, parse_millis};
 use wharf_core::message::CONTENT_TYPE;
-use wharf_core::{Attributes, Error, Message, Result};
+use wharf_core::{AckId, Attributes, Error, Message, RawDelivery, Result};
 
 use crate::subscribe::Source;
 
@@ -177,6 +177,22 @@ pub(crate) struct Incoming {
     pub(crate) attributes: Attributes,
     pub(crate) attempt: u32,
     pub(crate) carry: Carry,
+}
+
+impl Incoming {
+    /// The delivery as core sees it, settled through `ack_id`.
+    pub(crate) fn into_raw(self, ack_id: AckId) -> RawDelivery {
+        RawDelivery {
+            id: self.id,
+            payload: self.payload,
+            attributes: self.attributes,
+            ordering_key: None,
+            attempt: self.attempt,
+            published_at: self.carry.published_at.unwrap_or_else(SystemTime::now),
+            first_failure: self.carry.first_failure,
+            ack_id,
+        }
+    }
 }
 
 /// Reads a delivery from `source`. Where the queue keeps no `x-delivery-count`, a

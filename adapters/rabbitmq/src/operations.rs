@@ -25,8 +25,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Queue};
 use tracing::{debug, info, warn};
 use wharf_core::{
-    AckId, Backend, Error, ErrorKind, Figure, Publisher, RawDelivery, Received, Result,
-    SubscriptionStats,
+    AckId, Backend, Error, ErrorKind, Figure, Publisher, Received, Result, SubscriptionStats,
 };
 
 use crate::backend::{RabbitMq, done};
@@ -379,18 +378,8 @@ fn requeue(multiple: bool) -> BasicNackOptions {
 }
 
 fn received(delivery: Delivery, source: &Source) -> Received {
-    let incoming = headers::incoming(delivery, source);
-    let raw = RawDelivery {
-        id: incoming.id,
-        payload: incoming.payload,
-        attributes: incoming.attributes,
-        ordering_key: None,
-        attempt: incoming.attempt,
-        published_at: incoming.carry.published_at.unwrap_or_else(SystemTime::now),
-        first_failure: incoming.carry.first_failure,
-        // Nothing to settle: the peek returns every message itself.
-        ack_id: AckId::new(()),
-    };
+    // Nothing to settle: the peek returns every message itself.
+    let raw = headers::incoming(delivery, source).into_raw(AckId::new(()));
     Received::from_raw(raw, &source.queue)
 }
 

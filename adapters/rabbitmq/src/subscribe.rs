@@ -152,16 +152,7 @@ impl RabbitMqSubscriber {
             carry: incoming.carry.clone(),
         };
 
-        RawDelivery {
-            id: incoming.id,
-            payload: incoming.payload,
-            attributes: incoming.attributes,
-            ordering_key: None,
-            attempt: incoming.attempt,
-            published_at: incoming.carry.published_at.unwrap_or_else(SystemTime::now),
-            first_failure: incoming.carry.first_failure,
-            ack_id: AckId::new(receipt),
-        }
+        incoming.into_raw(AckId::new(receipt))
     }
 
     fn fault(&self) -> Option<Error> {
