@@ -257,6 +257,30 @@ impl Admin {
     }
 }
 
+/// The group's committed offsets of `list`, asked again until `timeout` while the
+/// answer is retryable: right after a broker starts, or while a group's coordinator
+/// moves, Kafka answers NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS for a moment.
+fn committed_offsets(
+    consumer: &BaseConsumer<LogContext>,
+    list: &TopicPartitionList,
+    timeout: Duration,
+) -> Result<TopicPartitionList> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match consumer.committed_offsets(list.clone(), timeout) {
+            Ok(committed) => return Ok(committed),
+            Err(error) => {
+                let error = from_kafka(error, "reading committed offsets");
+                if !error.is_retryable() || std::time::Instant::now() >= deadline {
+                    return Err(error);
+                }
+                debug!(%error, "group coordinator not ready; asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
 fn commit_ends(
     consumer: &BaseConsumer<LogContext>,
     topic: &str,
@@ -267,9 +291,7 @@ fn commit_ends(
     for partition in partitions {
         list.add_partition(topic, *partition);
     }
-    let committed = consumer
-        .committed_offsets(list, timeout)
-        .map_err(|error| from_kafka(error, "reading committed offsets"))?;
+    let committed = committed_offsets(consumer, &list, timeout)?;
     if committed
         .elements()
         .iter()
